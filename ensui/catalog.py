@@ -1,0 +1,293 @@
+"""The catalog: one SQLite file holding models, subnetworks, jobs, epochs and results.
+
+This is the only module that speaks SQL. Tables have explicit primary keys, JSON
+columns hold nested values (readable by any SQLite tool with `json_extract`), and the
+schema evolves through ordered migrations recorded in `meta.schema_version`.
+Writers keep transactions short; WAL and a busy timeout let many readers and
+one writer at a time share the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import json
+import sqlite3
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import sqlite_utils
+
+from ensui import paper
+from ensui.errors import UnknownIdError
+
+BUSY_TIMEOUT_S = 30.0
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["models"].create(
+        {"id": str, "figure_a_id": str, "family": str, "recipe": str, "printed": str,
+         "arch": str, "optimizer": str, "scheduler": str, "epochs": str,
+         "batch_size": int, "extra": str, "reported_top1": float, "source": str},
+        pk="id",
+    )
+    db["subnets"].create(
+        {"id": str, "depth": str, "expansion": str, "width": str, "note": str,
+         "reported_top1": float, "source": str},
+        pk="id",
+    )
+    db["aliases"].create({"alias": str, "id": str, "kind": str}, pk="alias")
+    db["transforms"].create({"position": int, "name": str, "params": str}, pk="position")
+    db["configs"].create({"name": str, "body": str}, pk="name")
+    db["experiments"].create(
+        {"id": str, "name": str, "spec_path": str, "spec": str, "created": str},
+        pk="id",
+    )
+    db["jobs"].create(
+        {"key": str, "kind": str, "member": str, "model_id": str, "params": str,
+         "status": str, "attempts": int, "created": str, "started": str,
+         "finished": str, "seconds": float, "error": str, "artifact": str},
+        pk="key",
+    )
+    db["experiment_jobs"].create(
+        {"experiment_id": str, "job_key": str, "member": str},
+        pk=("experiment_id", "job_key", "member"),
+    )
+    db["epochs"].create(
+        {"job_key": str, "epoch": int, "loss": float, "train_acc": float,
+         "val_acc": float, "lr": float, "seconds": float},
+        pk=("job_key", "epoch"),
+    )
+    db["results"].create(
+        {"job_key": str, "train_key": str, "model_id": str, "val_set": str,
+         "accuracy": float, "nll": float, "n": int, "recorded": str},
+        pk="job_key",
+    )
+    db["jobs"].create_index(["status"])
+    db["results"].create_index(["train_key"])
+
+
+# Ordered; entry i upgrades the schema from version i to i + 1. Never edit a shipped one.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Catalog:
+    """A handle on one catalog file; cheap to open, safe to open from many processes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        self.db = sqlite_utils.Database(conn)
+        self.db.enable_wal()
+        self._migrate()
+
+    @classmethod
+    def memory(cls) -> "Catalog":
+        """An in-memory catalog for tests and dry runs (nothing touches disk)."""
+        self = cls.__new__(cls)
+        self.path = Path(":memory:")
+        self.db = sqlite_utils.Database(sqlite3.connect(":memory:", isolation_level=None))
+        self._migrate()
+        return self
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # -- schema ---------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        if "meta" not in self.db.table_names():
+            return 0
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")  # one process migrates; others wait, then see it done
+        try:
+            version = self.schema_version()
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"catalog {self.path} has schema {version}, newer than this ensui ({SCHEMA_VERSION})"
+                )
+            for migrate in MIGRATIONS[version:]:
+                migrate(self.db)
+            if version < SCHEMA_VERSION:
+                self.db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+                _seed(self.db)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # -- models and subnetworks -------------------------------------------------
+
+    def resolve(self, raw: str, kind: str | None = None) -> tuple[str, str]:
+        """(canonical id, kind) for any spelling the paper uses; UnknownIdError otherwise."""
+        row = self.db.execute(
+            "SELECT id, kind FROM aliases WHERE alias = ?", [paper.normalize_id(raw)]
+        ).fetchone()
+        if row and (kind is None or row[1] == kind):
+            return row[0], row[1]
+        raise UnknownIdError(self._unknown_message(raw, kind))
+
+    def _unknown_message(self, raw: str, kind: str | None) -> str:
+        where = "SELECT id FROM models" if kind == "model" else (
+            "SELECT id FROM subnets" if kind == "subnet" else
+            "SELECT id FROM models UNION SELECT id FROM subnets")
+        ids = [r[0] for r in self.db.execute(where).fetchall()]
+        close = difflib.get_close_matches(raw, ids, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(ids)}"
+        return f"unknown {kind or 'model or subnetwork'} id '{raw}'{hint}"
+
+    def models(self) -> list[dict]:
+        return [_decode(r) for r in self.db.query("SELECT * FROM models ORDER BY rowid")]
+
+    def subnets(self) -> list[dict]:
+        return [_decode(r) for r in self.db.query("SELECT * FROM subnets ORDER BY rowid")]
+
+    def model(self, raw_id: str) -> dict:
+        model_id, _ = self.resolve(raw_id, "model")
+        return _decode(self.db["models"].get(model_id))
+
+    def show(self, raw_id: str) -> tuple[str, dict]:
+        """(kind, row) of a model or subnetwork."""
+        ident, kind = self.resolve(raw_id)
+        table = "models" if kind == "model" else "subnets"
+        return kind, _decode(self.db[table].get(ident))
+
+    def transforms(self) -> list[dict]:
+        return [_decode(r) for r in self.db.query("SELECT * FROM transforms ORDER BY position")]
+
+    def config(self, name: str) -> dict:
+        return json.loads(self.db["configs"].get(name)["body"])
+
+    # -- experiments and jobs ---------------------------------------------------
+
+    def record_experiment(self, exp_id: str, name: str, spec_path: str, spec_text: str,
+                          jobs: Iterable[tuple[str, str]]) -> None:
+        """Register an experiment and its (job key, member) pairs in one transaction."""
+        with self.db.atomic():
+            self.db["experiments"].upsert(
+                {"id": exp_id, "name": name, "spec_path": spec_path, "spec": spec_text,
+                 "created": _now()}, pk="id")
+            self.db["experiment_jobs"].upsert_all(
+                [{"experiment_id": exp_id, "job_key": k, "member": m} for k, m in jobs],
+                pk=("experiment_id", "job_key", "member"))
+
+    def ensure_job(self, key: str, kind: str, member: str, model_id: str, params: dict) -> dict:
+        """The job row for `key`, created as queued when new (same content, same row)."""
+        existing = self.job(key)
+        if existing:
+            return existing
+        self.db["jobs"].insert(
+            {"key": key, "kind": kind, "member": member, "model_id": model_id,
+             "params": json.dumps(params, sort_keys=True), "status": "queued",
+             "attempts": 0, "created": _now()},
+            pk="key", ignore=True)
+        return self.job(key)
+
+    def job(self, key: str) -> dict | None:
+        rows = list(self.db.query("SELECT * FROM jobs WHERE key = ?", [key]))
+        return _decode(rows[0]) if rows else None
+
+    def start_job(self, key: str) -> None:
+        self.db.execute(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, started = ?, "
+            "error = NULL WHERE key = ?", [_now(), key])
+
+    def finish_job(self, key: str, artifact: str, seconds: float) -> None:
+        self.db.execute(
+            "UPDATE jobs SET status = 'done', finished = ?, seconds = ?, artifact = ?, "
+            "error = NULL WHERE key = ?", [_now(), seconds, artifact, key])
+
+    def fail_job(self, key: str, error: str, seconds: float | None = None) -> None:
+        self.db.execute(
+            "UPDATE jobs SET status = 'failed', finished = ?, seconds = ?, error = ? WHERE key = ?",
+            [_now(), seconds, error[:2000], key])
+
+    def experiment_jobs(self, exp_id: str) -> list[dict]:
+        return [_decode(r) for r in self.db.query(
+            "SELECT j.*, ej.member AS label FROM experiment_jobs ej "
+            "JOIN jobs j ON j.key = ej.job_key WHERE ej.experiment_id = ? ORDER BY j.rowid",
+            [exp_id])]
+
+    # -- metrics ----------------------------------------------------------------
+
+    def record_epoch(self, job_key: str, epoch: int, **metrics: float) -> None:
+        self.db["epochs"].upsert({"job_key": job_key, "epoch": epoch, **metrics},
+                                 pk=("job_key", "epoch"))
+
+    def epochs(self, job_key: str) -> list[dict]:
+        return list(self.db.query(
+            "SELECT * FROM epochs WHERE job_key = ? ORDER BY epoch", [job_key]))
+
+    def record_result(self, job_key: str, train_key: str, model_id: str, val_set: str,
+                      accuracy: float, nll: float, n: int) -> None:
+        self.db["results"].upsert(
+            {"job_key": job_key, "train_key": train_key, "model_id": model_id,
+             "val_set": val_set, "accuracy": accuracy, "nll": nll, "n": n,
+             "recorded": _now()}, pk="job_key")
+
+    def result(self, job_key: str) -> dict | None:
+        rows = list(self.db.query("SELECT * FROM results WHERE job_key = ?", [job_key]))
+        return rows[0] if rows else None
+
+    def counts(self) -> dict[str, int]:
+        return {t: self.db[t].count for t in ("models", "subnets", "experiments", "jobs", "results")}
+
+
+_JSON_COLUMNS = {"arch", "optimizer", "scheduler", "epochs", "extra", "depth", "expansion",
+                 "width", "params"}
+
+
+def _decode(row: dict) -> dict:
+    return {k: json.loads(v) if k in _JSON_COLUMNS and isinstance(v, str) else v
+            for k, v in row.items()}
+
+
+def _seed(db: sqlite_utils.Database) -> None:
+    """Fill the paper's tables; upserts, so a re-seed after a migration is harmless."""
+    reported = paper.figure_a()
+    model_top1 = {paper.normalize_id(k): v for k, v in reported["models"].items()}
+    db["models"].upsert_all([_model_row(r, model_top1) for r in paper.table_i()], pk="id")
+    db["subnets"].upsert_all([_subnet_row(r, reported["subnets"]) for r in paper.table_ii()], pk="id")
+    aliases = []
+    for row in paper.table_i():
+        for name in {row["id"], row["figure_a_id"]}:
+            aliases.append({"alias": paper.normalize_id(name), "id": row["id"], "kind": "model"})
+    for row in paper.table_ii():
+        aliases.append({"alias": paper.normalize_id(row["id"]), "id": row["id"], "kind": "subnet"})
+    db["aliases"].upsert_all(aliases, pk="alias")
+    db["transforms"].upsert_all(
+        [{"position": t["order"], "name": t["name"], "params": json.dumps(t["params"])}
+         for t in paper.table_iii()], pk="position")
+    db["configs"].upsert({"name": "bootstrapnas", "body": json.dumps(paper.listing_1())}, pk="name")
+
+
+def _model_row(row: dict, top1: dict[str, float]) -> dict:
+    extra = {k: row[k] for k in ("dino", "filled") if k in row}
+    return {
+        "id": row["id"], "figure_a_id": row["figure_a_id"], "family": row["arch"]["family"],
+        "recipe": row["recipe"], "printed": row["printed"],
+        "arch": json.dumps(row["arch"]), "optimizer": json.dumps(row["optimizer"]),
+        "scheduler": json.dumps(row["scheduler"]), "epochs": json.dumps(row["epochs"]),
+        "batch_size": row["batch_size"], "extra": json.dumps(extra),
+        "reported_top1": top1.get(paper.normalize_id(row["figure_a_id"])), "source": "paper",
+    }
+
+
+def _subnet_row(row: dict, top1: dict[str, float]) -> dict:
+    return {
+        "id": row["id"], "depth": json.dumps(row["depth"]),
+        "expansion": json.dumps(row["expansion"]), "width": json.dumps(row["width"]),
+        "note": row.get("source"), "reported_top1": top1.get(row["id"]), "source": "paper",
+    }

@@ -1,0 +1,163 @@
+"""The `ensui` command line: thin typer commands over the engine.
+
+Domain errors become one message on stderr and an exit code (2: invalid input,
+1: some job failed); tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from ensui import __version__
+from ensui.errors import EXIT_INVALID, EnsuiError
+from ensui.home import Home, resolve_home
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Train heterogeneous ensembles, evaluate them under corruption, "
+                       "relate diversity to ensemble gain.")
+catalog_app = typer.Typer(no_args_is_help=True, help="Models and subnetworks of the catalog.")
+spec_app = typer.Typer(no_args_is_help=True, help="Check experiment specs.")
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(spec_app, name="spec")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+HomeOption = Annotated[Optional[Path], typer.Option(
+    "--home", envvar="ENSUI_HOME", help="ensui's folder (default ./.ensui)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON on stdout")]
+
+
+@app.callback()
+def _root(ctx: typer.Context, home: HomeOption = None,
+          version: Annotated[bool, typer.Option("--version", help="print the version")] = False):
+    if version:
+        out.print(f"ensui {__version__}")
+        raise typer.Exit()
+    ctx.obj = resolve_home(home)
+
+
+def _home(ctx: typer.Context, home: Path | None) -> Home:
+    return resolve_home(home) if home else ctx.obj
+
+
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@app.command()
+def info(ctx: typer.Context, home: HomeOption = None, as_json: JsonOption = False):
+    """Print where ensui keeps its catalog, runs, outputs and caches."""
+    from ensui.catalog import Catalog
+    from ensui.paper import data_dir
+
+    h = _home(ctx, home)
+    paths = {"home": h.root, "catalog": h.catalog, "runs": h.runs, "outputs": h.outputs,
+             "cache": h.cache, "data": data_dir()}
+    catalog = Catalog(h.catalog)
+    facts = {**{k: str(v) for k, v in paths.items()}, "version": __version__,
+             "schema_version": catalog.schema_version(), "counts": catalog.counts()}
+    if as_json:
+        return _print_json(facts)
+    from ensui.render import info_table
+
+    out.print(info_table(facts))
+
+
+@catalog_app.command("models")
+def catalog_models(ctx: typer.Context, home: HomeOption = None, as_json: JsonOption = False):
+    """Table i: the models, their recipes and the paper's reported top-1."""
+    from ensui.catalog import Catalog
+    from ensui.render import models_table
+
+    rows = Catalog(_home(ctx, home).catalog).models()
+    _print_json(rows) if as_json else out.print(models_table(rows))
+
+
+@catalog_app.command("subnets")
+def catalog_subnets(ctx: typer.Context, home: HomeOption = None, as_json: JsonOption = False):
+    """Table ii: the BootstrapNAS subnetwork configurations."""
+    from ensui.catalog import Catalog
+    from ensui.render import subnets_table
+
+    rows = Catalog(_home(ctx, home).catalog).subnets()
+    _print_json(rows) if as_json else out.print(subnets_table(rows))
+
+
+@catalog_app.command("show")
+def catalog_show(ctx: typer.Context, model_id: Annotated[str, typer.Argument(metavar="ID")],
+                 home: HomeOption = None, as_json: JsonOption = False):
+    """One model or subnetwork, by any id spelling the paper uses."""
+    from ensui.catalog import Catalog
+    from ensui.render import detail_table
+
+    kind, row = Catalog(_home(ctx, home).catalog).show(model_id)
+    _print_json({"kind": kind, **row}) if as_json else out.print(detail_table(kind, row))
+
+
+@spec_app.command("check")
+def spec_check(ctx: typer.Context, file: Path, home: HomeOption = None):
+    """Validate a spec and print its plan size; exit 2 with the first problem."""
+    from ensui.engine.spec import load_spec
+
+    spec = load_spec(file)
+    plan = _plan(spec, file, _home(ctx, home))
+    err.print(f"{file}: ok — {len(spec.members)} members, {len(spec.validation.sets)} "
+              f"validation sets, {len(plan.jobs)} jobs")
+
+
+@spec_app.command("schema")
+def spec_schema():
+    """Print the spec's JSON Schema (for editors)."""
+    from ensui.engine.spec import json_schema
+
+    _print_json(json_schema())
+
+
+def _plan(spec, spec_path: Path, home: Home):
+    """Plan against the user's catalog if it exists; otherwise against a fresh in-memory
+    one, so checking a spec never creates or writes a catalog file."""
+    from ensui.catalog import Catalog
+    from ensui.engine.plan import make_plan
+
+    catalog = Catalog(home.catalog) if home.catalog.exists() else Catalog.memory()
+    return make_plan(spec, catalog, spec_path)
+
+
+@app.command()
+def headless(ctx: typer.Context,
+             spec_file: Annotated[Path, typer.Option("--spec", help="experiment spec (YAML)")],
+             home: HomeOption = None, as_json: JsonOption = False,
+             dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan only")] = False):
+    """Run a spec: train, evaluate, print the accuracy table. Exit 0 / 1 (a job failed) / 2."""
+    from ensui.headless import run_headless
+
+    code = run_headless(spec_file, _home(ctx, home), as_json=as_json, dry_run=dry_run,
+                        out=out, err=err)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except EnsuiError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,137 @@
+"""From a spec to jobs. Each job's key is the hash of everything that decides its output,
+so the same work asked twice (in one spec or across experiments) is one job, and a
+re-run skips what is already done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ensui.catalog import Catalog
+from ensui.engine.data.validation import parts_of, resolve_constants
+from ensui.engine.spec import MemberSpec, Spec, spec_line
+from ensui.engine.train.schedule import scale_schedule
+from ensui.errors import EnsuiError, SpecError, UnknownIdError
+
+TRAINABLE_RECIPES = ("supervised",)
+TABLE_III = {"scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3), "hflip": 0.5}
+
+
+def content_key(params: dict) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class Job:
+    key: str
+    kind: str  # "train" | "evaluate"
+    member: str
+    model_id: str
+    params: dict = field(hash=False)
+    depends: str | None = None
+
+
+@dataclass
+class Plan:
+    experiment_id: str
+    jobs: list[Job]
+
+    def of_kind(self, kind: str) -> list[Job]:
+        return [j for j in self.jobs if j.kind == kind]
+
+
+def make_plan(spec: Spec, catalog: Catalog, spec_path: Path | None = None,
+              num_classes: int | None = None) -> Plan:
+    """Jobs for every member (train, then evaluate on each validation set)."""
+    classes = num_classes or count_classes(spec)
+    jobs: list[Job] = []
+    for index, member in enumerate(spec.members):
+        row = _model_row(catalog, member, index, spec_path)
+        train = _train_job(spec, member, row, classes, index, spec_path)
+        jobs.append(train)
+        jobs += [_eval_job(spec, member, row, train, name) for name in spec.validation.sets]
+    exp_id = content_key({"name": spec.name, "jobs": [j.key for j in jobs],
+                          "members": [m.label for m in spec.members]})
+    return Plan(exp_id, jobs)
+
+
+def count_classes(spec: Spec) -> int:
+    if spec.dataset.kind == "embedded":
+        return 10
+    train = spec.dataset.path / "train"
+    if not train.is_dir():
+        raise EnsuiError(f"{spec.dataset.path}: no train/ folder (ImageNet layout expected)")
+    return sum(1 for p in train.iterdir() if p.is_dir())
+
+
+def _member_error(spec_path, index: int, field_name: str, message: str) -> SpecError:
+    loc = ("members", index, field_name)
+    line = spec_line(spec_path, loc) if spec_path else None
+    where = f"{spec_path}:{line}: " if spec_path and line else ""
+    return SpecError(f"{where}members.{index}.{field_name}: {message}")
+
+
+def _model_row(catalog: Catalog, member: MemberSpec, index: int, spec_path) -> dict:
+    try:
+        row = catalog.model(member.model)
+    except UnknownIdError as exc:
+        raise _member_error(spec_path, index, "model", str(exc)) from None
+    if member.train and row["recipe"] not in TRAINABLE_RECIPES:
+        raise _member_error(
+            spec_path, index, "model",
+            f"{row['id']} needs the '{row['recipe']}' training recipe, which this version "
+            "cannot run yet; give 'weights:' and 'train: false' to evaluate your own weights")
+    if not member.train and member.weights is None:
+        raise _member_error(spec_path, index, "weights", "'train: false' needs a weights file")
+    return row
+
+
+def _train_job(spec: Spec, member: MemberSpec, row: dict, classes: int, index, spec_path) -> Job:
+    tr = spec.training
+    epochs = member.epochs or tr.epochs or row["epochs"]
+    batch = member.batch_size or tr.batch_size or row["batch_size"]
+    optimizer = dict(row["optimizer"])
+    if member.lr is not None:
+        optimizer["lr"] = member.lr
+    params = {
+        "recipe": row["recipe"], "model_id": row["id"], "arch": row["arch"],
+        "scale": spec.scale, "num_classes": classes, "image_size": spec.dataset.size,
+        "dataset": spec.dataset.model_dump(mode="json"),
+        "optimizer": optimizer,
+        "scheduler": scale_schedule(row["scheduler"], epochs, row["epochs"], tr.schedule_scaling),
+        "schedule_scaling": tr.schedule_scaling,
+        "epochs": epochs if member.train else 0, "batch_size": batch,
+        "seed": member.seed if member.seed is not None else tr.seed,
+        "augment": {"scale": list(tr.crop_scale or TABLE_III["scale"]),
+                    "ratio": list(TABLE_III["ratio"]),
+                    "hflip": TABLE_III["hflip"] if tr.hflip is None else tr.hflip},
+        "init_weights": _weights_identity(member.weights),
+    }
+    return Job(content_key({"kind": "train", **params}), "train", member.label, row["id"], params)
+
+
+def _weights_identity(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    from ensui.engine.artifacts import sha256_of
+
+    return f"{path.name}:{sha256_of(path)}"
+
+
+def _eval_job(spec: Spec, member: MemberSpec, row: dict, train: Job, name: str) -> Job:
+    val = spec.validation
+    params = {
+        "train_key": train.key, "val_set": name,
+        "parts": parts_of(name, val.severities),
+        "source": "clean" if name == "clean" else val.source,
+        "path": str(val.path) if val.path and name != "clean" else None,
+        "limit": val.limit, "store": spec.evaluation.store,
+    }
+    if name != "clean" and val.source == "generate":  # only generated sets depend on these
+        params |= {"constants": resolve_constants(val.constants, spec.dataset.size),
+                   "seed": val.seed}
+    return Job(content_key({"kind": "evaluate", **params}), "evaluate", member.label,
+               row["id"], params, depends=train.key)

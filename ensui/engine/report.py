@@ -1,0 +1,26 @@
+"""Tables of results as plain data, for the terminal, `--json` and the app alike."""
+
+from __future__ import annotations
+
+from ensui.catalog import Catalog
+from ensui.engine.plan import Plan
+
+
+def accuracy_table(plan: Plan, catalog: Catalog, sets: list[str]) -> list[dict]:
+    """One row per member: model, reported top-1, status, and accuracy (%) per set."""
+    rows: dict[str, dict] = {}
+    for job in plan.jobs:
+        row = rows.setdefault(job.member, {
+            "member": job.member, "model_id": job.model_id,
+            "reported_top1": catalog.model(job.model_id)["reported_top1"],
+            "status": "done", "accuracy": {s: None for s in sets}, "errors": []})
+        state = catalog.job(job.key)
+        if state is None or state["status"] != "done":
+            row["status"] = state["status"] if state else "queued"
+            if state and state.get("error"):
+                row["errors"].append(f"{job.kind} {job.params.get('val_set', '')}: {state['error']}".strip())
+            continue
+        if job.kind == "evaluate":
+            result = catalog.result(job.key)
+            row["accuracy"][job.params["val_set"]] = round(100 * result["accuracy"], 3)
+    return list(rows.values())

@@ -1,0 +1,263 @@
+"""Experiment specs: pydantic models, YAML loading with line-accurate errors, round-trip.
+
+A spec names the members, the dataset, the validation sets and the training overrides.
+Every choice that the paper leaves open is a field here, so it is recorded with each
+result. `load_spec` raises `SpecError` with one message naming the file, line and field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
+                      field_validator, model_validator)
+
+from ensui.engine.data.corruptions import ALL_CORRUPTIONS, CATEGORIES
+from ensui.errors import SpecError
+
+DEFAULT_SETS = ("clean", "noise", "blur", "weather", "digital")
+VALID_SET_NAMES = ("clean", *CATEGORIES, *ALL_CORRUPTIONS)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DatasetSpec(_Strict):
+    """Training data: the embedded default (shipped digits) or an ImageNet-layout folder."""
+
+    kind: Literal["embedded", "folder"] = "embedded"
+    path: Path | None = Field(None, description="root holding train/ and val/ (kind: folder)")
+    image_size: PositiveInt | None = Field(None, description="default: 32 embedded, 224 folder")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="embedded: held-out share")
+    split_seed: int = 0
+
+    @model_validator(mode="after")
+    def _path_matches_kind(self):
+        if self.kind == "folder" and self.path is None:
+            raise ValueError("kind 'folder' needs a 'path' with train/ and val/ inside")
+        if self.kind == "embedded" and self.path is not None:
+            raise ValueError("the embedded dataset takes no 'path'; use kind: folder")
+        return self
+
+    @property
+    def size(self) -> int:
+        return self.image_size or (32 if self.kind == "embedded" else 224)
+
+
+class ValidationSpec(_Strict):
+    """Validation sets: `clean`, corruption categories, or single corruptions."""
+
+    sets: list[str] = Field(default_factory=lambda: list(DEFAULT_SETS), min_length=1)
+    severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(
+        default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
+    source: Literal["generate", "imagenet_c", "cifar_c"] = Field(
+        "generate", description="generate corruptions, or read released ImageNet-C / CIFAR-10-C")
+    path: Path | None = Field(None, description="released corrupted data (imagenet_c, cifar_c)")
+    constants: Literal["auto", "imagenet", "small"] = Field(
+        "auto", description="severity constants: ImageNet-C's, CIFAR-C's milder ones, or by size")
+    seed: int = Field(0, description="seeds the per-sample corruption draws")
+    limit: PositiveInt | None = Field(None, description="use only the first N clean images")
+
+    @field_validator("sets")
+    @classmethod
+    def _known_sets(cls, sets: list[str]) -> list[str]:
+        for name in sets:
+            if name not in VALID_SET_NAMES:
+                raise ValueError(f"unknown validation set '{name}'{_suggest(name, VALID_SET_NAMES)}")
+        if len(set(sets)) != len(sets):
+            raise ValueError("validation sets are listed twice")
+        return sets
+
+    @model_validator(mode="after")
+    def _path_matches_source(self):
+        if self.source != "generate" and self.path is None:
+            raise ValueError(f"source '{self.source}' needs a 'path' to the released data")
+        return self
+
+
+class TrainingSpec(_Strict):
+    """Overrides applied to every member's Table i recipe (a member may override again)."""
+
+    epochs: PositiveInt | None = None
+    batch_size: PositiveInt | None = None
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    crop_scale: tuple[float, float] | None = Field(
+        None, description="RandomResizedCrop scale; default Table iii's (0.08, 1.0)")
+    hflip: float | None = Field(None, ge=0, le=1, description="flip probability; default 0.5")
+    schedule_scaling: Literal["proportional", "absolute"] = Field(
+        "proportional", description="with fewer epochs, shrink step sizes in proportion")
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _ordered_scale(cls, value):
+        if value is not None and not (0 < value[0] <= value[1] <= 1):
+            raise ValueError("crop_scale must be (low, high) with 0 < low <= high <= 1")
+        return value
+
+
+class MemberSpec(_Strict):
+    """One ensemble member: a catalog model, optionally with its own overrides."""
+
+    model: str
+    name: str | None = Field(None, description="label; default the model id")
+    seed: int | None = None
+    epochs: PositiveInt | None = None
+    batch_size: PositiveInt | None = None
+    lr: float | None = Field(None, gt=0)
+    weights: Path | None = Field(None, description="state_dict file to start from")
+    train: bool = Field(True, description="false: evaluate the weights as given")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.model
+
+
+class EvaluationSpec(_Strict):
+    store: Literal["logits", "probs"] = "logits"
+    batch_size: PositiveInt = 256
+
+
+class Spec(_Strict):
+    name: str = Field(min_length=1)
+    scale: Literal["tiny", "paper"] = "tiny"
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    members: list[MemberSpec] = Field(min_length=1)
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _bare_ids(cls, members: Any):
+        if isinstance(members, list):
+            return [{"model": m} if isinstance(m, str) else m for m in members]
+        return members
+
+    @model_validator(mode="after")
+    def _unique_labels(self):
+        seen: set[str] = set()
+        for member in self.members:
+            if member.label in seen:
+                raise ValueError(f"member '{member.label}' appears twice; give one a 'name'")
+            seen.add(member.label)
+        return self
+
+
+def _suggest(word: str, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+# -- loading ------------------------------------------------------------------------
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read, validate and resolve a spec file; SpecError with file:line on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: spec file not found")
+    text = path.read_text()
+    data, lines = _parse_yaml(text, path)
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_first_error(exc, path, lines)) from None
+    _resolve_paths(spec, path.parent, lines, path)
+    return spec
+
+
+def _parse_yaml(text: str, path: Path) -> tuple[dict, dict[tuple, int]]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise SpecError(f"{where}: YAML syntax error: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: YAML error: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a spec is a mapping of keys (name, members, ...), got "
+                        f"{type(data).__name__ if data is not None else 'an empty file'}")
+    lines: dict[tuple, int] = {}
+    _index_lines(node, (), lines)
+    return data, lines
+
+
+def _index_lines(node, loc: tuple, lines: dict[tuple, int]) -> None:
+    """Map each key path, e.g. ('members', 2, 'model'), to its 1-based line."""
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            lines[loc + (key.value,)] = key.start_mark.line + 1
+            _index_lines(value, loc + (key.value,), lines)
+            lines[loc + (key.value,)] = key.start_mark.line + 1  # the key's line, not the value's
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index_lines(item, loc + (i,), lines)
+
+
+def _line_of(loc: tuple, lines: dict[tuple, int]) -> int | None:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _first_error(exc: ValidationError, path: Path, lines: dict[tuple, int]) -> str:
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    field = ".".join(str(p) for p in loc) or "(top level)"
+    line = _line_of(loc, lines)
+    where = f"{path}:{line}" if line else str(path)
+    if err["type"] == "extra_forbidden":
+        message = f"unknown key '{loc[-1]}'"
+    elif err["type"] == "missing":
+        message = "required field is missing"
+    else:
+        message = err["msg"].removeprefix("Value error, ")
+        if "input" in err and err["type"].endswith(("_type", "_parsing")):
+            message += f" (got {err['input']!r})"
+    more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+    return f"{where}: {field}: {message}{more}"
+
+
+def _resolve_paths(spec: Spec, base: Path, lines: dict, path: Path) -> None:
+    """Make paths absolute (relative to the spec file) and check that they exist."""
+    checks = [(spec.dataset, "path", ("dataset", "path")),
+              (spec.validation, "path", ("validation", "path"))]
+    checks += [(m, "weights", ("members", i, "weights")) for i, m in enumerate(spec.members)]
+    for owner, attr, loc in checks:
+        value = getattr(owner, attr)
+        if value is None:
+            continue
+        resolved = (base / value.expanduser()).resolve()
+        if not resolved.exists():
+            line = _line_of(loc, lines)
+            field = ".".join(map(str, loc))
+            raise SpecError(f"{path}:{line}: {field}: path does not exist: {resolved}")
+        setattr(owner, attr, resolved)
+
+
+def spec_line(path: Path, loc: tuple) -> int | None:
+    """The line of a field in a spec file, for errors found after validation."""
+    _, lines = _parse_yaml(Path(path).read_text(), Path(path))
+    return _line_of(loc, lines)
+
+
+def dump_spec(spec: Spec) -> str:
+    """YAML that `load_spec` reads back into an equal Spec (defaults left out)."""
+    data = spec.model_dump(mode="json", exclude_defaults=True)
+    data.setdefault("members", [m.model_dump(mode="json", exclude_defaults=True)
+                                for m in spec.members])
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def json_schema() -> dict:
+    return Spec.model_json_schema()

@@ -1,0 +1,100 @@
+"""Bad input: one clear message naming file, line or field; exit 2; no traceback;
+nothing written to the catalog."""
+
+import textwrap
+
+import pytest
+
+from conftest import write
+
+GOOD_MEMBERS = "members: [ResNext50_32.2, MNASNet_1]\n"
+
+CASES = {
+    "yaml_syntax": ("name: x\nmembers: [ResNext50_32.2\n", ["YAML syntax error", ":3:"]),
+    "unknown_top_key": ("name: x\nfoo: 1\n" + GOOD_MEMBERS, ["spec.yaml:2", "unknown key 'foo'"]),
+    "unknown_nested_key": ("name: x\ntraining:\n  epoch: 3\n" + GOOD_MEMBERS,
+                           ["spec.yaml:3", "training.epoch", "unknown key"]),
+    "wrong_type": ("name: x\ntraining:\n  epochs: many\n" + GOOD_MEMBERS,
+                   ["spec.yaml:3", "training.epochs", "integer"]),
+    "unknown_model": ("name: x\nmembers:\n  - ResNext50_32.2\n  - ResNext50_32.3\n",
+                      ["spec.yaml:4", "members.1.model", "did you mean 'ResNext50_32.2'"]),
+    "zero_epochs": ("name: x\ntraining:\n  epochs: 0\n" + GOOD_MEMBERS,
+                    ["spec.yaml:3", "training.epochs", "greater than 0"]),
+    "negative_epochs": ("name: x\n" + "members:\n  - model: MNASNET_1\n    epochs: -3\n",
+                        ["spec.yaml:4", "members.0.epochs", "greater than 0"]),
+    "folder_without_path": ("name: x\ndataset:\n  kind: folder\n" + GOOD_MEMBERS,
+                            ["spec.yaml:3", "dataset", "needs a 'path'"]),
+    "missing_dataset_path": ("name: x\ndataset:\n  kind: folder\n  path: /nonexistent/imagenet\n"
+                             + GOOD_MEMBERS, ["spec.yaml:4", "dataset.path", "does not exist"]),
+    "unknown_corruption": ("name: x\nvalidation:\n  sets: [clean, gausian_noise]\n" + GOOD_MEMBERS,
+                           ["spec.yaml:3", "validation.sets", "gausian_noise",
+                            "did you mean 'gaussian_noise'"]),
+    "severity_too_high": ("name: x\nvalidation:\n  severities: [1, 6]\n" + GOOD_MEMBERS,
+                          ["spec.yaml:3", "validation.severities.1", "less than or equal to 5"]),
+    "severity_zero": ("name: x\nvalidation:\n  severities: [0]\n" + GOOD_MEMBERS,
+                      ["validation.severities.0", "greater than or equal to 1"]),
+    "empty_members": ("name: x\nmembers: []\n", ["spec.yaml:2", "members", "at least 1"]),
+    "missing_members": ("name: x\n", ["members", "required field is missing"]),
+    "missing_name": (GOOD_MEMBERS, ["name", "required field is missing"]),
+    "empty_file": ("", ["empty file"]),
+    "list_at_top": ("- ResNext50_32.2\n", ["a spec is a mapping"]),
+    "duplicate_member": ("name: x\nmembers: [MNASNET_1, MNASNET_1]\n",
+                         ["members", "appears twice"]),
+    "crop_scale_reversed": ("name: x\ntraining:\n  crop_scale: [0.9, 0.2]\n" + GOOD_MEMBERS,
+                            ["spec.yaml:3", "training.crop_scale", "low <= high"]),
+    "hflip_out_of_range": ("name: x\ntraining:\n  hflip: 1.5\n" + GOOD_MEMBERS,
+                           ["training.hflip", "less than or equal to 1"]),
+    "unknown_scale": ("name: x\nscale: huge\n" + GOOD_MEMBERS, ["spec.yaml:2", "scale", "'tiny' or 'paper'"]),
+    "missing_weights_file": ("name: x\nmembers:\n  - model: MNASNET_1\n    weights: nope.pt\n",
+                             ["spec.yaml:4", "members.0.weights", "does not exist"]),
+    "recipe_not_available": ("name: x\nmembers: [dino_resnet1]\n",
+                             ["members.0.model", "'dino' training recipe"]),
+    "train_false_without_weights": ("name: x\nmembers:\n  - model: MNASNET_1\n    train: false\n",
+                                    ["members.0.weights", "needs a weights file"]),
+    "released_source_without_path": ("name: x\nvalidation:\n  source: imagenet_c\n" + GOOD_MEMBERS,
+                                     ["validation", "needs a 'path'"]),
+    "zero_batch": ("name: x\ntraining:\n  batch_size: 0\n" + GOOD_MEMBERS,
+                   ["training.batch_size", "greater than 0"]),
+    "negative_lr": ("name: x\nmembers:\n  - model: MNASNET_1\n    lr: -0.1\n",
+                    ["spec.yaml:4", "members.0.lr", "greater than 0"]),
+    "unknown_member_key": ("name: x\nmembers:\n  - model: MNASNET_1\n    optimiser: sgd\n",
+                           ["spec.yaml:4", "members.0.optimiser", "unknown key"]),
+    "duplicate_sets": ("name: x\nvalidation:\n  sets: [clean, clean]\n" + GOOD_MEMBERS,
+                       ["validation.sets", "listed twice"]),
+    "tab_indentation": ("name: x\nmembers:\n\t- MNASNET_1\n", ["YAML syntax error", ":3:"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("command", ["headless", "check"])
+def test_bad_spec_is_one_clear_message(case, command, cli, tmp_path, home):
+    text, fragments = CASES[case]
+    spec = write(tmp_path, textwrap.dedent(text))
+    args = ["headless", "--spec", spec] if command == "headless" else ["spec", "check", spec]
+    code, out, err = cli(*args)
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in out + err
+    message = " ".join(err.split())  # rich may wrap long lines
+    assert str(spec.name) in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    assert not home.exists(), "an invalid spec must not create or write the catalog"
+
+
+def test_missing_spec_file(cli, tmp_path, home):
+    code, _, err = cli("headless", "--spec", tmp_path / "absent.yaml")
+    assert code == 2 and "spec file not found" in err and not home.exists()
+
+
+def test_bad_spec_leaves_existing_catalog_untouched(cli, tmp_path, home):
+    from ensui.catalog import Catalog
+
+    Catalog(home / "catalog.db").close()
+    before = (home / "catalog.db").read_bytes()
+    spec = write(tmp_path, "name: x\nmembers: [ResNext50_32.9]\n")
+    code, _, err = cli("headless", "--spec", spec)
+    assert code == 2 and "did you mean" in err
+    from ensui.catalog import Catalog as C2
+
+    cat = C2(home / "catalog.db")
+    assert cat.counts()["experiments"] == 0 and cat.counts()["jobs"] == 0

@@ -29,13 +29,15 @@ app.add_typer(spec_app, name="spec")
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
+RootHomeOption = Annotated[Optional[Path], typer.Option(
+    "--home", envvar="ENSUI_HOME", help="ensui's folder (default: $ENSUI_HOME, else ./.ensui)")]
 HomeOption = Annotated[Optional[Path], typer.Option(
-    "--home", envvar="ENSUI_HOME", help="ensui's folder (default ./.ensui)")]
+    "--home", help="ensui's folder (overrides the one given before the command)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON on stdout")]
 
 
 @app.callback()
-def _root(ctx: typer.Context, home: HomeOption = None,
+def _root(ctx: typer.Context, home: RootHomeOption = None,
           version: Annotated[bool, typer.Option("--version", help="print the version")] = False):
     if version:
         out.print(f"ensui {__version__}")

@@ -22,21 +22,28 @@ def info_table(facts: dict) -> Table:
     return table
 
 
-def _optimizer(opt: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in opt.items() if k != "name")
+_SHORT = {"weight_decay": "wd", "momentum": "m", "alpha": "α", "step_epochs": "every",
+          "gamma": "γ"}
+
+
+def _compact(params: dict) -> str:
+    """`sgd lr=0.1 wd=0.0001 m=0.9`: a recipe in one short cell."""
+    head = params.get("name", "")
+    rest = " ".join(f"{_SHORT.get(k, k)}={v}" for k, v in params.items() if k != "name")
+    return f"{head} {rest}".strip()
 
 
 def models_table(rows: list[dict]) -> Table:
     table = Table(title="Models (Table i)")
-    for col in ("id", "family", "recipe", "optimizer", "parameters", "scheduler", "epochs",
-                "batch", "reported top-1"):
-        table.add_column(col, justify="right" if col in ("batch", "reported top-1") else "left")
+    table.add_column("id", no_wrap=True)
+    for col in ("family", "recipe", "optimizer", "schedule", "epochs"):
+        table.add_column(col)
+    table.add_column("batch", justify="right")
+    table.add_column("top-1", justify="right", no_wrap=True)
     for r in rows:
-        sched = r["scheduler"]
-        table.add_row(r["id"], r["family"], r["recipe"], r["optimizer"]["name"],
-                      _optimizer(r["optimizer"]),
-                      " ".join(f"{k}={v}" for k, v in sched.items()),
-                      _fmt(r["epochs"]), _fmt(r["batch_size"]), _fmt(r["reported_top1"]))
+        table.add_row(r["id"], r["family"], r["recipe"], _compact(r["optimizer"]),
+                      _compact(r["scheduler"]), _fmt(r["epochs"]), _fmt(r["batch_size"]),
+                      _fmt(r["reported_top1"]))
     return table
 
 

@@ -27,7 +27,7 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(spec_app, name="spec")
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 RootHomeOption = Annotated[Optional[Path], typer.Option(
     "--home", envvar="ENSUI_HOME", help="ensui's folder (default: $ENSUI_HOME, else ./.ensui)")]

@@ -23,7 +23,7 @@ CASES = {
     "negative_epochs": ("name: x\n" + "members:\n  - model: MNASNET_1\n    epochs: -3\n",
                         ["spec.yaml:4", "members.0.epochs", "greater than 0"]),
     "folder_without_path": ("name: x\ndataset:\n  kind: folder\n" + GOOD_MEMBERS,
-                            ["spec.yaml:3", "dataset", "needs a 'path'"]),
+                            ["spec.yaml:2", "dataset", "needs a 'path'"]),
     "missing_dataset_path": ("name: x\ndataset:\n  kind: folder\n  path: /nonexistent/imagenet\n"
                              + GOOD_MEMBERS, ["spec.yaml:4", "dataset.path", "does not exist"]),
     "unknown_corruption": ("name: x\nvalidation:\n  sets: [clean, gausian_noise]\n" + GOOD_MEMBERS,

@@ -137,14 +137,15 @@ class Spec(_Strict):
             return [{"model": m} if isinstance(m, str) else m for m in members]
         return members
 
-    @model_validator(mode="after")
-    def _unique_labels(self):
+    @field_validator("members")
+    @classmethod
+    def _unique_labels(cls, members: list[MemberSpec]) -> list[MemberSpec]:
         seen: set[str] = set()
-        for member in self.members:
+        for member in members:
             if member.label in seen:
                 raise ValueError(f"member '{member.label}' appears twice; give one a 'name'")
             seen.add(member.label)
-        return self
+        return members
 
 
 def _suggest(word: str, choices) -> str:

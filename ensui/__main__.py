@@ -1,0 +1,3 @@
+from ensui.cli import main
+
+main()

@@ -1,0 +1,61 @@
+"""DINO rows of Table i (families "dino_deit", "dino_resnet50"): backbone + linear classifier.
+
+The DINO self-supervised recipe (multi-crop, EMA teacher, DINO loss) and the linear-probe
+training live elsewhere (methods.md §8); this module only builds the network they train:
+a headless backbone and a linear classifier on its pooled features, as in DINO's linear
+evaluation.
+
+- dino_deit: timm DeiT-tiny without head (`deit.vision_transformer`, same scales as the
+  "deit" family); the classifier reads the final CLS token (after the last norm). DINO's
+  own ViT-S linear evaluation concatenates the CLS tokens of the last 4 blocks instead;
+  that choice belongs to the linear-probe recipe and is not made here.
+- dino_resnet50: torchvision ResNet50 without `fc` (paper) or the tiny ResNet50 of
+  `resnet.py` (tiny); the classifier reads the 2048-D (tiny: 1024-D) average-pooled features.
+The classifier is initialised as DINO's `LinearClassifier`: weights N(0, 0.01), bias 0.
+"""
+
+from torch import Tensor, nn
+
+from .deit import vision_transformer
+from .normalize import Normalized
+from .registry import Scale, register_family
+from .resnet import resnet50_net
+
+
+class BackboneClassifier(nn.Module):
+    """`classifier(backbone(x))`, with the backbone's pooled output as the features."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = nn.Linear(feature_dim, num_classes)
+        nn.init.normal_(self.classifier.weight, mean=0.0, std=0.01)
+        nn.init.zeros_(self.classifier.bias)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.backbone(x))
+
+
+def _wrap(backbone: nn.Module, feature_dim: int, num_classes: int) -> Normalized:
+    net = BackboneClassifier(backbone, feature_dim, num_classes)
+    return Normalized(net, BackboneClassifier.features)
+
+
+@register_family("dino_deit")
+def build_dino_deit(arch: dict, scale: Scale, num_classes: int, image_size: int) -> nn.Module:
+    backbone = vision_transformer(arch, scale, num_classes=0, image_size=image_size)
+    return _wrap(backbone, backbone.num_features, num_classes)
+
+
+@register_family("dino_resnet50")
+def build_dino_resnet50(arch: dict, scale: Scale, num_classes: int, image_size: int) -> nn.Module:
+    backbone = resnet50_net(scale, num_classes=0)
+    return _wrap(backbone, _pooled_width(backbone), num_classes)
+
+
+def _pooled_width(net: nn.Module) -> int:
+    """Channels of the last stage's output, i.e. the width of the pooled features."""
+    return net.layer4[-1].conv3.out_channels

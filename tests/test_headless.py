@@ -1,0 +1,126 @@
+"""`ensui headless` end to end on the embedded digits: tiny real runs, through the CLI."""
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import write
+
+SPEC = """\
+name: smoke
+training: {epochs: 1, batch_size: 64, crop_scale: [0.5, 1.0], hflip: 0.0}
+validation: {sets: [clean, noise, contrast], severities: [2], limit: 120}
+members:
+  - SqueezeNet
+  - model: MNASNET_1
+    name: mnas
+"""
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One real run shared by the tests below (training is the slow part)."""
+    root = tmp_path_factory.mktemp("headless")
+    spec = write(root, SPEC)
+    home = root / "home"
+    proc = subprocess.run([sys.executable, "-m", "ensui", "--home", str(home), "headless",
+                           "--spec", str(spec), "--json"], capture_output=True, text=True,
+                          timeout=900)
+    return spec, home, proc
+
+
+def test_run_prints_json_table_and_exits_0(finished):
+    _, _, proc = finished
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["sets"] == ["clean", "noise", "contrast"]
+    members = {m["member"]: m for m in data["members"]}
+    assert set(members) == {"SqueezeNet", "mnas"}
+    assert members["mnas"]["model_id"] == "MNASNET_1"
+    assert members["mnas"]["reported_top1"] == 54.408
+    for m in members.values():
+        assert m["status"] == "done"
+        assert all(0 <= acc <= 100 for acc in m["accuracy"].values())
+    assert "epoch 1/1" in proc.stderr  # progress goes to stderr
+
+
+def test_catalog_records_jobs_epochs_and_results(finished):
+    _, home, _ = finished
+    conn = sqlite3.connect(home / "catalog.db")
+    statuses = conn.execute("SELECT kind, status, count(*) FROM jobs GROUP BY kind, status").fetchall()
+    assert sorted(statuses) == [("evaluate", "done", 6), ("train", "done", 2)]
+    assert conn.execute("SELECT count(*) FROM epochs").fetchone()[0] == 2
+    sizes = dict(conn.execute("SELECT val_set, max(n) FROM results GROUP BY val_set").fetchall())
+    # noise pools its 3 corruptions at the one chosen severity
+    assert sizes == {"clean": 120, "noise": 360, "contrast": 120}
+
+
+def test_outputs_cached_with_sample_order(finished):
+    _, home, _ = finished
+    conn = sqlite3.connect(home / "catalog.db")
+    folder, = conn.execute(
+        "SELECT j.artifact FROM jobs j JOIN results r ON r.job_key = j.key "
+        "WHERE r.val_set = 'noise' AND r.model_id = 'MNASNET_1'").fetchone()
+    from pathlib import Path
+
+    logits = np.load(Path(folder) / "logits.npy")
+    ids = np.load(Path(folder) / "ids.npy")
+    labels = np.load(Path(folder) / "labels.npy")
+    assert logits.dtype == np.float16 and logits.shape == (360, 10)
+    assert ids[0].startswith("gaussian_noise/2/") and ids[-1].startswith("impulse_noise/2/")
+    assert len(set(ids)) == 360 and labels.shape == (360,)
+    (acc,) = conn.execute("SELECT accuracy FROM results r WHERE r.val_set = 'noise' "
+                          "AND r.model_id = 'MNASNET_1'").fetchone()
+    assert acc == pytest.approx((logits.astype(np.float32).argmax(1) == labels).mean(), abs=1e-2)
+
+
+def test_rerun_skips_everything_and_recomputes_a_damaged_artifact(finished):
+    spec, home, first = finished
+    conn = sqlite3.connect(home / "catalog.db")
+    (folder,) = conn.execute("SELECT artifact FROM jobs WHERE kind = 'evaluate' LIMIT 1").fetchone()
+    from pathlib import Path
+
+    damaged = Path(folder) / "logits.npy"
+    damaged.write_bytes(damaged.read_bytes()[:-40])  # truncated
+    proc = subprocess.run([sys.executable, "-m", "ensui", "--home", str(home), "headless",
+                           "--spec", str(spec), "--json"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch" not in proc.stderr  # nothing trained again
+    assert proc.stderr.count("cached") == 7  # 2 trainings + 5 of 6 evaluations
+    assert np.load(damaged).shape[1] == 10  # rewritten whole
+    assert json.loads(proc.stdout)["members"] == json.loads(first.stdout)["members"]
+
+
+def test_dry_run_prints_plan_and_writes_nothing(cli, tmp_path, home):
+    spec = write(tmp_path, SPEC)
+    code, out, _ = cli("headless", "--spec", spec, "--dry-run", "--json")
+    plan = json.loads(out)
+    assert code == 0 and len(plan["jobs"]) == 8
+    assert {j["state"] for j in plan["jobs"]} == {"new"}
+    assert not home.exists()
+
+
+def test_failed_member_exits_1_and_others_finish(cli, tmp_path, home):
+    spec = write(tmp_path, textwrap.dedent("""\
+        name: diverge
+        training: {epochs: 1, batch_size: 128}
+        validation: {sets: [clean], limit: 50}
+        members:
+          - model: SqueezeNet
+            lr: 1.0e+12
+          - model: SqueezeNet
+            name: ok
+        """))
+    code, out, err = cli("headless", "--spec", spec, "--json")
+    assert code == 1
+    members = {m["member"]: m for m in json.loads(out)["members"]}
+    assert members["ok"]["status"] == "done" and members["ok"]["accuracy"]["clean"] is not None
+    assert members["SqueezeNet"]["status"] == "failed"
+    assert "loss became" in " ".join(members["SqueezeNet"]["errors"])
+    assert "Traceback" not in err

@@ -77,8 +77,8 @@ def plan_table(jobs: list[dict]) -> Table:
 
 def accuracy_table(rows: list[dict], sets: list[str]) -> Table:
     table = Table(title="Top-1 accuracy (%) per validation set")
-    table.add_column("member")
-    table.add_column("paper top-1", justify="right")
+    table.add_column("member", no_wrap=True)
+    table.add_column("paper", justify="right")
     for name in sets:
         table.add_column(name, justify="right")
     table.add_column("status")
@@ -87,5 +87,5 @@ def accuracy_table(rows: list[dict], sets: list[str]) -> Table:
                  for s in sets]
         status = r["status"] if r["status"] == "done" else f"[red]{r['status']}[/]"
         table.add_row(r["member"], _fmt(r["reported_top1"]), *cells, status)
-    table.caption = "paper top-1: Figure A, ImageNet at 224 px — a reference, not the same task"
+    table.caption = "paper: Figure A's top-1 on ImageNet at 224 px — a reference, not the same task"
     return table

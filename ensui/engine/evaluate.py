@@ -28,6 +28,12 @@ def _files(folder: Path, store: str) -> dict[str, Path]:
             "ids": folder / "ids.npy"}
 
 
+def _to_float16(values: np.ndarray) -> np.ndarray:
+    """float16 keeps outputs small; a diverged member's huge logits saturate, not overflow."""
+    limit = np.finfo(np.float16).max
+    return np.clip(values, -limit, limit).astype(np.float16)
+
+
 def outputs_intact(folder: Path, store: str) -> bool:
     return all(artifacts.is_intact(p) for p in _files(folder, store).values())
 
@@ -49,5 +55,5 @@ def evaluate(model: torch.nn.Module, dataset, folder: Path, store: str, device: 
     files = _files(folder, store)
     artifacts.save_array(labels.numpy().astype(np.int64), files["labels"])
     artifacts.save_array(np.asarray(dataset.ids, dtype=str), files["ids"])
-    artifacts.save_array(values.numpy().astype(np.float16), files["values"])
+    artifacts.save_array(_to_float16(values.numpy()), files["values"])
     return accuracy, nll, len(labels)

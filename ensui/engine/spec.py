@@ -88,6 +88,8 @@ class TrainingSpec(_Strict):
     crop_scale: tuple[float, float] | None = Field(
         None, description="RandomResizedCrop scale; default Table iii's (0.08, 1.0)")
     hflip: float | None = Field(None, ge=0, le=1, description="flip probability; default 0.5")
+    warmup_epochs: float = Field(
+        0.0, ge=0, description="linear learning-rate warm-up (not in Table i; 0 keeps it out)")
     schedule_scaling: Literal["proportional", "absolute"] = Field(
         "proportional", description="with fewer epochs, shrink step sizes in proportion")
 

@@ -27,7 +27,10 @@ def make_optimizer(params, opt: dict) -> torch.optim.Optimizer:
 
 
 def lr_at(iteration: int, iters_per_epoch: int, epochs: int, base_lr: float, sched: dict) -> float:
-    """Learning rate for a 0-based global iteration."""
+    """Learning rate for a 0-based global iteration, after an optional linear warm-up."""
+    warmup = round(sched.get("warmup_epochs", 0) * iters_per_epoch)
+    if iteration < warmup:
+        return base_lr * (iteration + 1) / warmup
     name = sched["name"]
     if name == "step":
         step_iters = max(1, round(sched["step_epochs"] * iters_per_epoch))

@@ -36,11 +36,14 @@ HomeOption = Annotated[Optional[Path], typer.Option(
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON on stdout")]
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(ctx: typer.Context, home: RootHomeOption = None,
           version: Annotated[bool, typer.Option("--version", help="print the version")] = False):
     if version:
         out.print(f"ensui {__version__}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        out.print(ctx.get_help())
         raise typer.Exit()
     ctx.obj = resolve_home(home)
 
@@ -147,19 +150,7 @@ def headless(ctx: typer.Context,
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        app()  # standalone: click handles usage errors, --help and exit codes
     except EnsuiError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

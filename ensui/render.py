@@ -80,12 +80,14 @@ def accuracy_table(rows: list[dict], sets: list[str]) -> Table:
     table.add_column("member", no_wrap=True)
     table.add_column("paper", justify="right")
     for name in sets:
-        table.add_column(name, justify="right")
-    table.add_column("status")
+        table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
+    unfinished = any(r["status"] != "done" for r in rows)
+    if unfinished:
+        table.add_column("status")
     for r in rows:
-        cells = [_fmt(r["accuracy"][s]) if r["accuracy"][s] is None else f"{r['accuracy'][s]:.1f}"
-                 for s in sets]
-        status = r["status"] if r["status"] == "done" else f"[red]{r['status']}[/]"
-        table.add_row(r["member"], _fmt(r["reported_top1"]), *cells, status)
+        cells = ["—" if r["accuracy"][s] is None else f"{r['accuracy'][s]:.1f}" for s in sets]
+        if unfinished:
+            cells.append(r["status"] if r["status"] == "done" else f"[red]{r['status']}[/]")
+        table.add_row(r["member"], _fmt(r["reported_top1"]), *cells)
     table.caption = "paper: Figure A's top-1 on ImageNet at 224 px — a reference, not the same task"
     return table

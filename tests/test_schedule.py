@@ -53,3 +53,10 @@ def test_unknown_names_raise():
         make_optimizer([torch.nn.Parameter(torch.zeros(1))], {"name": "lamb", "lr": 1})
     with pytest.raises(ValueError, match="unknown scheduler 'poly'"):
         lr_at(0, 1, 1, 1.0, {"name": "poly"})
+
+
+def test_linear_warmup_then_schedule():
+    sched = {"name": "step", "gamma": 0.1, "step_epochs": 30, "warmup_epochs": 0.5}
+    assert lr_at(0, 10, 100, 0.2, sched) == pytest.approx(0.2 / 5)
+    assert lr_at(4, 10, 100, 0.2, sched) == pytest.approx(0.2)
+    assert lr_at(5, 10, 100, 0.2, sched) == 0.2

@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--family", choices=sorted(ARCHS), default="resnext")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     train, val = embedded_split(32, 0.2, 0)

@@ -99,3 +99,14 @@ def test_divergence_is_reported(digits, tmp_path):
     with pytest.raises(supervised.TrainingDiverged, match="loss became"):
         supervised.train(_model(), data, val, _params(epochs=1, optimizer={
             "name": "sgd", "lr": 1e12, "momentum": 0.9}), tmp_path, torch.device("cpu"))
+
+
+def test_checkpoint_write_errors_reach_the_caller(digits, tmp_path, monkeypatch):
+    data, val = digits
+
+    def disk_full(obj, path):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(supervised.artifacts, "save_state", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        supervised.train(_model(), data, val, _params(epochs=1), tmp_path, torch.device("cpu"))

@@ -8,6 +8,7 @@ weights as one that never stopped (on CPU, where kernels are deterministic).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,20 +54,73 @@ def train(model: torch.nn.Module, data, val, params: dict, run_dir: Path,
     optimizer = make_optimizer(model.parameters(), params["optimizer"])
     start = _resume(model, optimizer, run_dir / CHECKPOINT)
     iters = max(1, len(data) // params["batch_size"])
-    for epoch in range(start, params["epochs"]):
-        if should_stop and should_stop():
-            raise Stopped(f"stopped before epoch {epoch + 1}")
-        began = time.perf_counter()
-        torch.manual_seed(params["seed"] * 100_003 + epoch)  # dropout draws of this epoch
-        loss, acc, lr = _one_epoch(model, optimizer, data, params, epoch, iters, device)
-        val_acc, _ = accuracy_and_nll(predict(model, val, 256, device, params["image_size"]), val.labels)
-        artifacts.save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "epoch": epoch + 1}, run_dir / CHECKPOINT)
-        if on_epoch:
-            on_epoch(EpochMetrics(epoch + 1, loss, acc, val_acc, lr, time.perf_counter() - began))
+    with _CheckpointWriter(run_dir / CHECKPOINT) as checkpoints:
+        for epoch in range(start, params["epochs"]):
+            if should_stop and should_stop():
+                raise Stopped(f"stopped before epoch {epoch + 1}")
+            began = time.perf_counter()
+            torch.manual_seed(params["seed"] * 100_003 + epoch)  # dropout draws of this epoch
+            loss, acc, lr = _one_epoch(model, optimizer, data, params, epoch, iters, device)
+            val_acc, _ = accuracy_and_nll(predict(model, val, 256, device, params["image_size"]),
+                                          val.labels)
+            checkpoints.submit({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                "epoch": epoch + 1})
+            if on_epoch:
+                on_epoch(EpochMetrics(epoch + 1, loss, acc, val_acc, lr, time.perf_counter() - began))
     weights = run_dir / WEIGHTS
     artifacts.save_state(model.state_dict(), weights)
     return weights
+
+
+class _CheckpointWriter:
+    """Writes each epoch's checkpoint in a background thread while the next epoch trains.
+
+    The state is copied to CPU first, so training can change the live tensors. One write
+    is in flight at most; leaving the block (normally or on an error) waits for it, so a
+    returned or stopped `train` has its last checkpoint on disk. A crash mid-write leaves
+    the previous checkpoint, which the atomic rename never touches.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, state: dict) -> None:
+        self._wait()
+        snapshot = _to_cpu(state)
+        self._thread = threading.Thread(target=self._write, args=(snapshot,), daemon=True)
+        self._thread.start()
+
+    def _write(self, state: dict) -> None:
+        try:
+            artifacts.save_state(state, self.path)
+        except BaseException as exc:  # surfaced in the training thread by _wait
+            self._error = exc
+
+    def _wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._wait()
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
 
 
 def _one_epoch(model, optimizer, data, params, epoch, iters, device):

@@ -209,6 +209,10 @@ class Catalog:
             "UPDATE jobs SET status = 'done', finished = ?, seconds = ?, artifact = ?, "
             "error = NULL WHERE key = ?", [_now(), seconds, artifact, key])
 
+    def requeue_job(self, key: str, reason: str) -> None:
+        """Back to queued (interrupted, not failed): the next run resumes it."""
+        self.db.execute("UPDATE jobs SET status = 'queued', error = ? WHERE key = ?", [reason, key])
+
     def fail_job(self, key: str, error: str, seconds: float | None = None) -> None:
         self.db.execute(
             "UPDATE jobs SET status = 'failed', finished = ?, seconds = ?, error = ? WHERE key = ?",

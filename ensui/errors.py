@@ -3,6 +3,7 @@
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
 
 
 class EnsuiError(Exception):

@@ -16,7 +16,7 @@ from ensui.engine.plan import Plan, make_plan
 from ensui.engine.report import accuracy_table
 from ensui.engine.run import Runner
 from ensui.engine.spec import load_spec
-from ensui.errors import EXIT_JOB_FAILED, EXIT_OK
+from ensui.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK
 from ensui.home import Home
 from ensui import render
 
@@ -31,8 +31,12 @@ def run_headless(spec_file: Path, home: Home, *, as_json: bool, dry_run: bool,
     catalog = existing or Catalog(home.catalog)
     catalog.record_experiment(plan.experiment_id, spec.name, str(spec_file.resolve()),
                               spec_file.read_text(), [(j.key, j.member) for j in plan.jobs])
-    with _Progress(err, len(plan.jobs)) as listener:
-        summary = Runner(spec, plan, catalog, home, listener).run()
+    try:
+        with _Progress(err, len(plan.jobs)) as listener:
+            summary = Runner(spec, plan, catalog, home, listener).run()
+    except KeyboardInterrupt:
+        err.print("interrupted: finished epochs and jobs are kept; run the same command to resume")
+        return EXIT_INTERRUPTED
     rows = accuracy_table(plan, catalog, spec.validation.sets)
     if as_json:
         _write_json({"experiment": plan.experiment_id, "name": spec.name,

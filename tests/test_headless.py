@@ -124,3 +124,43 @@ def test_failed_member_exits_1_and_others_finish(cli, tmp_path, home):
     assert members["SqueezeNet"]["status"] == "failed"
     assert "loss became" in " ".join(members["SqueezeNet"]["errors"])
     assert "Traceback" not in err
+
+
+def test_interrupt_then_rerun_resumes(tmp_path):
+    """SIGINT mid-training: exit 130, the job goes back to queued, a re-run finishes it."""
+    import signal
+    import time
+
+    spec = write(tmp_path, textwrap.dedent("""\
+        name: interrupt
+        training: {epochs: 12, batch_size: 64}
+        validation: {sets: [clean], limit: 50}
+        members: [SqueezeNet]
+        """))
+    home = tmp_path / "home"
+    args = [sys.executable, "-m", "ensui", "--home", str(home), "headless", "--spec", str(spec)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    db = home / "catalog.db"
+    while time.time() < deadline:  # wait for two finished epochs
+        if db.exists():
+            try:
+                done = sqlite3.connect(db).execute("SELECT count(*) FROM epochs").fetchone()[0]
+            except sqlite3.OperationalError:
+                done = 0
+            if done >= 2:
+                break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "run the same command to resume" in err and "Traceback" not in err
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT status FROM jobs WHERE kind = 'train'").fetchone()[0] == "queued"
+    kept = conn.execute("SELECT max(epoch) FROM epochs").fetchone()[0]
+    again = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    first_resumed = int(again.stderr.split("epoch ")[1].split("/")[0])
+    # resumed after the last recorded epoch (or the one whose checkpoint beat its record)
+    assert kept + 1 <= first_resumed <= kept + 2, (kept, again.stderr)
+    assert "epoch 12/12" in again.stderr

@@ -66,6 +66,9 @@ class Runner:
         began = time.perf_counter()
         try:
             artifact = work(job)
+        except KeyboardInterrupt:
+            self.catalog.requeue_job(job.key, "interrupted")
+            raise
         except Exception as exc:  # a failed member becomes an error row, not a crash
             self._fail(job, f"{type(exc).__name__}: {exc}", time.perf_counter() - began,
                        traceback.format_exc())

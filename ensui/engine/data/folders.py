@@ -99,10 +99,10 @@ class FolderTrain:
     def __len__(self) -> int:
         return len(self._files)
 
-    def epoch(self, epoch: int, batch_size: int, seed: int, pin: bool = False):
+    def epoch(self, epoch: int, batch_size: int, seed: int, device: torch.device | None = None):
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         torch.manual_seed(seed * 100_003 + epoch)  # seeds the workers' augmentation draws
         loader = DataLoader(self._files, batch_size=batch_size, shuffle=True, generator=gen,
                             num_workers=self.workers, drop_last=len(self._files) > batch_size,
-                            pin_memory=pin, persistent_workers=False)
+                            pin_memory=device is not None and device.type == "cuda")
         yield from loader

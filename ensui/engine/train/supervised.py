@@ -131,8 +131,7 @@ def _one_epoch(model, optimizer, data, params, epoch, iters, device):
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     lr = base_lr
-    for step, (x, y) in enumerate(data.epoch(epoch, params["batch_size"], params["seed"],
-                                             pin=device.type == "cuda")):
+    for step, (x, y) in enumerate(data.epoch(epoch, params["batch_size"], params["seed"], device)):
         lr = lr_at(epoch * iters + step, iters, params["epochs"], base_lr, params["scheduler"])
         for group in optimizer.param_groups:
             group["lr"] = lr

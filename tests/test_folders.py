@@ -36,7 +36,7 @@ def test_folder_dataset_trains_and_evaluates(cli, tmp_path, folder_dataset):
         name: folders
         dataset: {{kind: folder, path: {folder_dataset}, image_size: 32}}
         training: {{epochs: 1, batch_size: 16}}
-        validation: {{sets: [clean, pixelate], severities: [2]}}
+        validation: {{sets: [clean, pixelate], severities: [2], limit: 12}}
         members: [SqueezeNet]
         """))
     code, out, err = cli("headless", "--spec", spec, "--json")
@@ -47,7 +47,7 @@ def test_folder_dataset_trains_and_evaluates(cli, tmp_path, folder_dataset):
 
     catalog = Catalog(tmp_path / "ensui-home" / "catalog.db")
     sizes = {r["val_set"]: r["n"] for r in catalog.db["results"].rows}
-    assert sizes == {"clean": 15, "pixelate": 15}
+    assert sizes == {"clean": 12, "pixelate": 12}  # 15 images, limited to the first 12
     train = next(catalog.db["jobs"].rows_where("kind = 'train'"))
     assert json.loads(train["params"])["num_classes"] == 3
 

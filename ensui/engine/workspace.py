@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from functools import cached_property
 
-import torch
-
 from ensui.engine.data.augment import Augment
 from ensui.engine.data.embedded import embedded_split
 from ensui.engine.data.folders import FolderImages, FolderTrain
@@ -47,9 +45,7 @@ class Workspace:
             classes = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
             clean = FolderImages(root / "val", self.size, classes)
         limit = self.spec.validation.limit
-        if limit and limit < len(clean) and hasattr(clean, "subset"):
-            clean = clean.subset(torch.arange(limit))
-        return clean
+        return clean.head(limit) if limit and limit < len(clean) else clean
 
     @cached_property
     def _parts(self):

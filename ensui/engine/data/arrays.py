@@ -33,6 +33,9 @@ class ImageArray:
         return ImageArray(self.images[index], self.labels[index],
                           tuple(self.ids[i] for i in index.tolist()), self.classes)
 
+    def head(self, n: int) -> "ImageArray":
+        return self.subset(torch.arange(min(n, len(self))))
+
     def batches(self, batch_size: int):
         """(uint8 images, labels, start) in order, for evaluation."""
         for start in range(0, len(self), batch_size):

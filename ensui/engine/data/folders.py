@@ -73,6 +73,12 @@ class FolderImages:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def head(self, n: int) -> "FolderImages":
+        """The first n images (file order), e.g. for `validation.limit`."""
+        self.ids, self.labels = self.ids[:n], self.labels[:n]
+        self._files = _Files(self._files.paths[:n], self._files.labels[:n], self._files.transform)
+        return self
+
     def batches(self, batch_size: int):
         loader = DataLoader(self._files, batch_size=batch_size, shuffle=False,
                             num_workers=self.workers)

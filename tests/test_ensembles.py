@@ -28,7 +28,8 @@ def random_outputs(seed=0, kind="logits", m=M, n=N, c=C):
     for i in range(m):
         logits = rng.normal(0, 2, (n, c))
         logits[np.arange(n), labels] += rng.uniform(0, 3)  # members of differing skill
-        values = logits if kind == "logits" else np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        values = logits if kind == "logits" else probs
         result[f"m{i}"] = FakeOutputs(values.astype(np.float16), labels, ids, kind)
     return MemberOutputs.from_outputs(result)
 
@@ -37,7 +38,8 @@ def slow_row(out, team, consensus):
     """Per-sample reference, written without the module's helpers."""
     n = out.labels.size
     hits, log_losses = 0, []
-    member_acc = [np.mean([out.probs[i, j].argmax() == out.labels[j] for j in range(n)]) for i in team]
+    member_acc = [np.mean([out.probs[i, j].argmax() == out.labels[j] for j in range(n)])
+                  for i in team]
     member_nll = [np.mean([-math.log(max(float(out.probs[i, j, out.labels[j]]), PROB_FLOOR))
                            for j in range(n)]) for i in team]
     for j in range(n):
@@ -192,7 +194,8 @@ def test_improvement_on_hand_example():
     assert row["vs_mean"] == pytest.approx(2 / 6 - 7 / 18)
     assert row["vs_best"] == pytest.approx(2 / 6 - 3 / 6)
     assert row["eir"] == pytest.approx((11 / 18 - 4 / 6) / (11 / 18))
-    true_p = np.array([[.6, .6, .6, .2, .2, .2], [.5, .3, .6, .6, .3, .2], [.2, .2, .5, .3, .4, .1]])
+    true_p = np.array([[.6, .6, .6, .2, .2, .2], [.5, .3, .6, .6, .3, .2],
+                       [.2, .2, .5, .3, .4, .1]])
     nll = -np.log(true_p.mean(0)).mean()
     assert row["nll"] == pytest.approx(nll, rel=1e-6)
     assert row["nll_gain"] == pytest.approx(-np.log(true_p).mean() - nll, rel=1e-5)
@@ -210,3 +213,15 @@ def test_eir_undefined_when_members_never_err():
     out = MemberOutputs(("a", "b"), probs, np.zeros(4, np.int64))
     row = score_teams(out, [(0, 1)], ["average"])[0]
     assert row["eir"] is None and row["vs_mean"] == 0.0
+
+
+def test_running_sums_reuse_the_shared_prefix():
+    from ensui.engine.ensembles import _RunningSums
+    arrays = np.random.default_rng(0).random((4, 3, 2)).astype(np.float32)
+    sums = _RunningSums(arrays)
+    sums.total((0, 1, 2))
+    prefix = sums.stack[1][1]
+    total = sums.total((0, 1, 3))
+    assert sums.stack[1][1] is prefix  # P_{0,1,3} = P_{0,1} + p_3, P_{0,1} not recomputed
+    assert np.array_equal(total, arrays[0].astype(np.float64) + arrays[1] + arrays[3])
+    assert np.array_equal(sums.total((2,)), arrays[2]) and len(sums.stack) == 1

@@ -45,7 +45,8 @@ def teams(members: Sequence[str], sizes: Sequence[int] | str = (2, 3),
     _check_members(members)
     if explicit is not None:
         return _explicit_teams(members, explicit)
-    return [t for size in _sizes(sizes, len(members)) for t in combinations(range(len(members)), size)]
+    everyone = range(len(members))
+    return [t for size in _sizes(sizes, len(members)) for t in combinations(everyone, size)]
 
 
 def _check_members(members: Sequence[str]) -> None:
@@ -74,7 +75,8 @@ def _sizes(sizes: Sequence[int] | str, count: int) -> list[int]:
     return sorted(sizes)
 
 
-def _explicit_teams(members: Sequence[str], explicit: Sequence[Sequence[str]]) -> list[tuple[int, ...]]:
+def _explicit_teams(members: Sequence[str],
+                    explicit: Sequence[Sequence[str]]) -> list[tuple[int, ...]]:
     index = {name: i for i, name in enumerate(members)}
     result = []
     for team in explicit:
@@ -134,7 +136,8 @@ class MemberOutputs:
             _check_same_samples(names[0], first, name, outputs[name])
         all_logits = all(outputs[n].kind == "logits" for n in names)
         probs = np.stack([_member_probs(outputs[n]) for n in names])
-        logits = np.stack([np.asarray(outputs[n].values, np.float32) for n in names]) if all_logits else None
+        logits = (np.stack([np.asarray(outputs[n].values, np.float32) for n in names])
+                  if all_logits else None)
         return cls(names, probs, np.asarray(first.labels, np.int64), logits)
 
     @property
@@ -247,7 +250,8 @@ def _row(outputs: MemberOutputs, team: tuple[int, ...], consensus: str,
     return {
         "team": tuple(outputs.names[i] for i in team), "size": len(team), "consensus": consensus,
         "accuracy": accuracy, "nll": nll, "average_accuracy": float(member_acc.mean()),
-        "vs_mean": accuracy - float(member_acc.mean()), "vs_best": accuracy - float(member_acc.max()),
+        "vs_mean": accuracy - float(member_acc.mean()),
+        "vs_best": accuracy - float(member_acc.max()),
         "eir": None if mean_error == 0 else float((mean_error - (1.0 - accuracy)) / mean_error),
         "nll_gain": float(outputs.nlls[list(team)].mean()) - nll,
     }

@@ -72,8 +72,37 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db["results"].create_index(["train_key"])
 
 
+_STATISTICS = ("pearson_r", "pearson_p", "spearman_r", "spearman_p", "pearson_ci_low",
+               "pearson_ci_high", "spearman_ci_low", "spearman_ci_high", "partial_r", "partial_p")
+
+
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """The ensemble study: teams, correlations (Figure B), pairwise matrices, resilience."""
+    db["team_results"].create(
+        {"experiment_id": str, "val_set": str, "consensus": str, "team": str, "members": str,
+         "size": int, "accuracy": float, "nll": float, "average_accuracy": float,
+         "vs_mean": float, "vs_best": float, "eir": float, "nll_gain": float,
+         "diversity": str},
+        pk=("experiment_id", "val_set", "consensus", "team"))
+    db["correlations"].create(
+        {"experiment_id": str, "val_set": str, "consensus": str, "metric": str, "size": str,
+         "improvement": str, "n": int, **{k: float for k in _STATISTICS}},
+        pk=("experiment_id", "val_set", "consensus", "metric", "size"))
+    db["pairwise"].create(
+        {"experiment_id": str, "val_set": str, "metric": str, "members": str, "matrix": str},
+        pk=("experiment_id", "val_set", "metric"))
+    db["resilience"].create(
+        {"experiment_id": str, "name": str, "val_set": str, "accuracy": float,
+         "clean_accuracy": float, "drop": float, "relative_drop": float},
+        pk=("experiment_id", "name", "val_set"))
+    db.create_view("figure_b", "SELECT experiment_id, consensus, metric, val_set, pearson_r, "
+                   "spearman_r, n FROM correlations WHERE size = 'all'")
+    db.create_view("best_teams", "SELECT experiment_id, val_set, consensus, team, accuracy, "
+                   "vs_best FROM team_results ORDER BY experiment_id, val_set, accuracy DESC")
+
+
 # Ordered; entry i upgrades the schema from version i to i + 1. Never edit a shipped one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -245,8 +274,43 @@ class Catalog:
         rows = list(self.db.query("SELECT * FROM results WHERE job_key = ?", [job_key]))
         return rows[0] if rows else None
 
+    def record_study(self, exp_id: str, team_rows: dict[str, list[dict]],
+                     correlations: list[dict], matrices: dict[str, dict], members: list[str],
+                     resilience: list[dict]) -> None:
+        """Replace the experiment's study in one transaction (a re-run recomputes it)."""
+        with self.db.atomic():
+            for table in ("team_results", "correlations", "pairwise", "resilience"):
+                self.db.execute(f"DELETE FROM {table} WHERE experiment_id = ?", [exp_id])
+            self.db["team_results"].insert_all(
+                _team_record(exp_id, set_name, row)
+                for set_name, rows in team_rows.items() for row in rows)
+            self.db["correlations"].insert_all(
+                {"experiment_id": exp_id, "val_set": r["set"], "consensus": r["consensus"],
+                 "metric": r["metric"], "size": str(r["size"]), "improvement": r["improvement"],
+                 "n": r["n"], **{k: r[k] for k in _STATISTICS}} for r in correlations)
+            self.db["pairwise"].insert_all(
+                {"experiment_id": exp_id, "val_set": set_name, "metric": metric,
+                 "members": json.dumps(members), "matrix": json.dumps(matrix.tolist())}
+                for set_name, per_metric in matrices.items()
+                for metric, matrix in per_metric.items())
+            self.db["resilience"].insert_all(
+                {"experiment_id": exp_id, "name": r["name"], "val_set": r["set"],
+                 **{k: r[k] for k in ("accuracy", "clean_accuracy", "drop", "relative_drop")}}
+                for r in resilience)
+
     def counts(self) -> dict[str, int]:
         return {t: self.db[t].count for t in ("models", "subnets", "experiments", "jobs", "results")}
+
+
+_TEAM_COLUMNS = ("size", "consensus", "accuracy", "nll", "average_accuracy", "vs_mean",
+                 "vs_best", "eir", "nll_gain")
+
+
+def _team_record(exp_id: str, set_name: str, row: dict) -> dict:
+    diversity = {k: v for k, v in row.items() if k not in _TEAM_COLUMNS and k != "team"}
+    return {"experiment_id": exp_id, "val_set": set_name, "team": " + ".join(row["team"]),
+            "members": json.dumps(list(row["team"])), "diversity": json.dumps(diversity),
+            **{k: row[k] for k in _TEAM_COLUMNS}}
 
 
 _JSON_COLUMNS = {"arch", "optimizer", "scheduler", "epochs", "extra", "depth", "expansion",

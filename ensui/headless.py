@@ -13,9 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ensui.catalog import Catalog
 from ensui.engine.plan import Plan, make_plan
-from ensui.engine.report import accuracy_table
+from ensui.engine.report import accuracy_table, team_summary
 from ensui.engine.run import Runner
 from ensui.engine.spec import load_spec
+from ensui.engine.study import run_study
 from ensui.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK
 from ensui.home import Home
 from ensui import render
@@ -38,15 +39,37 @@ def run_headless(spec_file: Path, home: Home, *, as_json: bool, dry_run: bool,
         err.print("interrupted: finished epochs and jobs are kept; run the same command to resume")
         return EXIT_INTERRUPTED
     rows = accuracy_table(plan, catalog, spec.validation.sets)
+    study = _study(spec, plan, catalog, home, err)
     if as_json:
         _write_json({"experiment": plan.experiment_id, "name": spec.name,
                      "sets": spec.validation.sets, "members": rows,
-                     "failed": summary.failed})
+                     "study": study, "failed": summary.failed})
     else:
         out.print(render.accuracy_table(rows, spec.validation.sets))
+        if study:
+            out.print(render.team_summary_table(study["teams"], study["consensus"]))
+            out.print(render.figure_b_table(study["figure_b"], study["improvement"]))
     for key, message in summary.failed.items():
         err.print(f"[red]failed[/] {key}: {message}", highlight=False)
     return EXIT_JOB_FAILED if summary.failed else EXIT_OK
+
+
+def _study(spec, plan: Plan, catalog: Catalog, home: Home, err: Console) -> dict | None:
+    """Run and record the ensemble study; a plain-data summary of it, or None."""
+    if not spec.analysis.enabled:
+        return None
+    study = run_study(spec, plan, catalog, home)
+    if study is None:
+        err.print("study skipped: fewer than two members were evaluated on every set")
+        return None
+    catalog.record_study(plan.experiment_id, study.team_rows, study.correlations,
+                         study.matrices, study.members, study.resilience)
+    for member, why in study.skipped.items():
+        err.print(f"study leaves out {member}: {why}", highlight=False)
+    consensus = spec.analysis.consensus[0]
+    return {"consensus": consensus, "improvement": spec.analysis.improvement,
+            "members": study.members, "teams": team_summary(study.team_rows, consensus),
+            "figure_b": study.figure_b}
 
 
 def _print_plan(plan: Plan, catalog: Catalog | None, as_json: bool, out: Console) -> int:

@@ -91,3 +91,35 @@ def accuracy_table(rows: list[dict], sets: list[str]) -> Table:
         table.add_row(r["member"], _fmt(r["reported_top1"]), *cells)
     table.caption = "paper: Figure A's top-1 on ImageNet at 224 px — a reference, not the same task"
     return table
+
+
+def team_summary_table(rows: list[dict], consensus: str) -> Table:
+    table = Table(title=f"Best team per set ({consensus} consensus)")
+    for col in ("set", "acc %", "vs best", "mean gain", "beat best"):
+        table.add_column(col, justify="left" if col == "set" else "right", no_wrap=True)
+    table.add_column("best team")
+    for r in rows:
+        table.add_row(r["set"], f"{r['best_team_accuracy']:.1f}",
+                      f"{r['gain_over_best_member']:+.1f}", f"{r['mean_vs_mean']:+.1f}",
+                      f"{r['teams_beating_best_member']}/{r['teams']}", ", ".join(r["best_team"]))
+    table.caption = ("vs best: over the team's best member; mean gain: vs_mean over all teams; "
+                     "beat best: teams better than their best member")
+    return table
+
+
+def figure_b_table(figure: dict, improvement: str) -> Table:
+    """Metrics × sets correlation with ensemble improvement; sign by colour and by text."""
+    table = Table(title=f"Figure B: {figure['statistic']} of each metric with {improvement}")
+    table.add_column("metric", no_wrap=True)
+    for name in figure["sets"]:
+        table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
+    for metric, values in zip(figure["metrics"], figure["values"]):
+        table.add_row(metric, *[_signed(v) for v in values])
+    return table
+
+
+def _signed(value: float | None) -> str:
+    if value is None:
+        return "—"
+    colour = "green" if value > 0 else "red" if value < 0 else "default"
+    return f"[{colour}]{value:+.2f}[/]"

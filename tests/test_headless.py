@@ -19,6 +19,7 @@ members:
   - SqueezeNet
   - model: MNASNET_1
     name: mnas
+  - deit_tiny_p16_224
 """
 
 
@@ -40,7 +41,7 @@ def test_run_prints_json_table_and_exits_0(finished):
     data = json.loads(proc.stdout)
     assert data["sets"] == ["clean", "noise", "contrast"]
     members = {m["member"]: m for m in data["members"]}
-    assert set(members) == {"SqueezeNet", "mnas"}
+    assert set(members) == {"SqueezeNet", "mnas", "deit_tiny_p16_224"}
     assert members["mnas"]["model_id"] == "MNASNET_1"
     assert members["mnas"]["reported_top1"] == 54.408
     for m in members.values():
@@ -53,8 +54,8 @@ def test_catalog_records_jobs_epochs_and_results(finished):
     _, home, _ = finished
     conn = sqlite3.connect(home / "catalog.db")
     statuses = conn.execute("SELECT kind, status, count(*) FROM jobs GROUP BY kind, status").fetchall()
-    assert sorted(statuses) == [("evaluate", "done", 6), ("train", "done", 2)]
-    assert conn.execute("SELECT count(*) FROM epochs").fetchone()[0] == 2
+    assert sorted(statuses) == [("evaluate", "done", 9), ("train", "done", 3)]
+    assert conn.execute("SELECT count(*) FROM epochs").fetchone()[0] == 3
     sizes = dict(conn.execute("SELECT val_set, max(n) FROM results GROUP BY val_set").fetchall())
     # noise pools its 3 corruptions at the one chosen severity
     assert sizes == {"clean": 120, "noise": 360, "contrast": 120}
@@ -92,7 +93,7 @@ def test_rerun_skips_everything_and_recomputes_a_damaged_artifact(finished):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "epoch" not in proc.stderr  # nothing trained again
-    assert proc.stderr.count("cached") == 7  # 2 trainings + 5 of 6 evaluations
+    assert proc.stderr.count("cached") == 11  # 3 trainings + 8 of 9 evaluations
     assert np.load(damaged).shape[1] == 10  # rewritten whole
     assert json.loads(proc.stdout)["members"] == json.loads(first.stdout)["members"]
 
@@ -101,7 +102,7 @@ def test_dry_run_prints_plan_and_writes_nothing(cli, tmp_path, home):
     spec = write(tmp_path, SPEC)
     code, out, _ = cli("headless", "--spec", spec, "--dry-run", "--json")
     plan = json.loads(out)
-    assert code == 0 and len(plan["jobs"]) == 8
+    assert code == 0 and len(plan["jobs"]) == 12
     assert {j["state"] for j in plan["jobs"]} == {"new"}
     assert not home.exists()
 
@@ -164,3 +165,43 @@ def test_interrupt_then_rerun_resumes(tmp_path):
     # resumed after the last recorded epoch (or the one whose checkpoint beat its record)
     assert kept + 1 <= first_resumed <= kept + 2, (kept, again.stderr)
     assert "epoch 12/12" in again.stderr
+
+
+def test_study_is_printed_and_recorded(finished):
+    _, home, proc = finished
+    study = json.loads(proc.stdout)["study"]
+    figure = study["figure_b"]
+    assert figure["sets"] == ["clean", "noise", "contrast"]
+    assert figure["metrics"] == ["label_disagreement", "q_diversity", "double_fault_diversity",
+                                 "kw_variance", "average_accuracy"]
+    assert [len(row) for row in figure["values"]] == [3] * 5
+    assert study["teams"][0]["teams"] == 4  # three pairs and one triple
+    conn = sqlite3.connect(home / "catalog.db")
+    assert conn.execute("SELECT count(*) FROM team_results").fetchone()[0] == 12
+    assert conn.execute("SELECT count(*) FROM figure_b").fetchone()[0] == 15
+    from ensui.engine.diversity.prediction import PAIRWISE, PROBABILITY
+
+    stored = conn.execute("SELECT count(*) FROM pairwise WHERE val_set = 'clean'").fetchone()[0]
+    assert stored == len(PAIRWISE) + len(PROBABILITY)  # one member x member matrix each
+
+
+def test_study_numbers_match_the_cached_outputs(finished):
+    """An independent recomputation of one team's accuracy and disagreement from the files."""
+    from pathlib import Path
+
+    _, home, _ = finished
+    conn = sqlite3.connect(home / "catalog.db")
+    folders = dict(conn.execute(
+        "SELECT j.member, j.artifact FROM jobs j JOIN results r ON r.job_key = j.key "
+        "WHERE r.val_set = 'noise'").fetchall())
+    logits = {m: np.load(Path(f) / "logits.npy").astype(np.float64) for m, f in folders.items()}
+    labels = np.load(Path(folders["mnas"]) / "labels.npy")
+    probs = {m: np.exp(z - z.max(1, keepdims=True)) for m, z in logits.items()}
+    probs = {m: p / p.sum(1, keepdims=True) for m, p in probs.items()}
+    mean = (probs["SqueezeNet"] + probs["mnas"]) / 2
+    accuracy, diversity = conn.execute(
+        "SELECT accuracy, diversity FROM team_results WHERE val_set = 'noise' "
+        "AND team = 'SqueezeNet + mnas'").fetchone()
+    assert accuracy == pytest.approx((mean.argmax(1) == labels).mean())
+    disagreement = (logits["SqueezeNet"].argmax(1) != logits["mnas"].argmax(1)).mean()
+    assert json.loads(diversity)["label_disagreement"] == pytest.approx(disagreement)

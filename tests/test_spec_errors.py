@@ -61,6 +61,14 @@ CASES = {
                            ["spec.yaml:4", "members.0.optimiser", "unknown key"]),
     "duplicate_sets": ("name: x\nvalidation:\n  sets: [clean, clean]\n" + GOOD_MEMBERS,
                        ["validation.sets", "listed twice"]),
+    "team_larger_than_members": ("name: x\nanalysis:\n  team_sizes: [2, 5]\n" + GOOD_MEMBERS,
+                                 ["analysis.team_sizes", "5 is more than the 2 members"]),
+    "unknown_metric": ("name: x\nanalysis:\n  metrics: [label_disagrement]\n" + GOOD_MEMBERS,
+                       ["spec.yaml:3", "analysis.metrics", "did you mean 'label_disagreement'"]),
+    "unknown_team_member": ("name: x\nanalysis:\n  teams: [[ResNext50_32.2, MNASNet_2]]\n"
+                            + GOOD_MEMBERS, ["analysis.teams", "'MNASNet_2' is not a member"]),
+    "unknown_consensus": ("name: x\nanalysis:\n  consensus: [median]\n" + GOOD_MEMBERS,
+                          ["spec.yaml:3", "analysis.consensus.0", "'average'"]),
     "tab_indentation": ("name: x\nmembers:\n\t- MNASNET_1\n", ["YAML syntax error", ":3:"]),
 }
 

@@ -24,3 +24,20 @@ def accuracy_table(plan: Plan, catalog: Catalog, sets: list[str]) -> list[dict]:
             result = catalog.result(job.key)
             row["accuracy"][job.params["val_set"]] = round(100 * result["accuracy"], 3)
     return list(rows.values())
+
+
+def team_summary(team_rows: dict[str, list[dict]], consensus: str) -> list[dict]:
+    """Per set: the best team under `consensus`, its gain over its best member, and the
+    mean improvement over all teams."""
+    summary = []
+    for set_name, rows in team_rows.items():
+        chosen = [r for r in rows if r["consensus"] == consensus]
+        best = max(chosen, key=lambda r: (r["accuracy"], -r["size"]))
+        summary.append({
+            "set": set_name, "teams": len(chosen), "best_team": list(best["team"]),
+            "best_team_accuracy": round(100 * best["accuracy"], 3),
+            "gain_over_best_member": round(100 * best["vs_best"], 3),
+            "mean_vs_mean": round(100 * sum(r["vs_mean"] for r in chosen) / len(chosen), 3),
+            "teams_beating_best_member": sum(r["vs_best"] > 0 for r in chosen),
+        })
+    return summary

@@ -118,6 +118,40 @@ class MemberSpec(_Strict):
         return self.name or self.model
 
 
+IMPROVEMENTS = ("vs_mean", "vs_best", "eir", "nll_gain")
+CONSENSUS = ("average", "vote", "logit_average", "max_confidence")
+DEFAULT_FIGURE_ROWS = ("label_disagreement", "q_diversity", "double_fault_diversity",
+                       "kw_variance", "average_accuracy")
+
+
+class AnalysisSpec(_Strict):
+    """Teams, consensus and the correlation study, all computed from cached outputs."""
+
+    enabled: bool = True
+    team_sizes: list[Annotated[int, Field(ge=2)]] | Literal["all"] = Field(
+        default_factory=lambda: [2, 3], description="sizes of the teams formed from all members")
+    teams: list[list[str]] | None = Field(
+        None, description="explicit teams (member names); replaces team_sizes")
+    consensus: list[Literal[CONSENSUS]] = Field(default_factory=lambda: ["average"], min_length=1)
+    improvement: Literal[IMPROVEMENTS] = Field(
+        "vs_mean", description="ensemble improvement correlated with each metric")
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_FIGURE_ROWS), min_length=1,
+                               description="Figure B rows: diversity metrics and average_accuracy")
+    bootstrap: PositiveInt = Field(1000, description="resamples for the 95 % intervals")
+    seed: int = 0
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: list[str]) -> list[str]:
+        from ensui.engine.diversity import METRICS
+
+        known = (*METRICS, "average_accuracy")
+        for name in metrics:
+            if name not in known:
+                raise ValueError(f"unknown metric '{name}'{_suggest(name, known)}")
+        return metrics
+
+
 class EvaluationSpec(_Strict):
     store: Literal["logits", "probs"] = "logits"
     batch_size: PositiveInt = 256
@@ -130,6 +164,7 @@ class Spec(_Strict):
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     members: list[MemberSpec] = Field(min_length=1)
 
     @field_validator("members", mode="before")
@@ -148,6 +183,21 @@ class Spec(_Strict):
                 raise ValueError(f"member '{member.label}' appears twice; give one a 'name'")
             seen.add(member.label)
         return members
+
+    @model_validator(mode="after")
+    def _teams_fit_members(self):
+        labels = [m.label for m in self.members]
+        sizes = self.analysis.team_sizes
+        chosen = "team_sizes" in self.analysis.model_fields_set  # defaults shrink to fit
+        if chosen and sizes != "all" and max(sizes) > len(labels):
+            raise ValueError(f"analysis.team_sizes: {max(sizes)} is more than the "
+                             f"{len(labels)} members")
+        for team in self.analysis.teams or []:
+            unknown = [name for name in team if name not in labels]
+            if unknown:
+                raise ValueError(f"analysis.teams: '{unknown[0]}' is not a member name"
+                                 f"{_suggest(unknown[0], labels)}")
+        return self
 
 
 def _suggest(word: str, choices) -> str:

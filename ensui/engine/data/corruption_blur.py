@@ -108,11 +108,16 @@ def motion_blur(x, c, call):
 
 
 def zoom_blur(x, c, call):
-    zooms = np.arange(*c)
-    out = x.clone()
+    zooms = [float(z) for z in np.arange(*c)]
+    B, C, H, W = x.shape
+    # All B*C planes as the channels of one channels-last image: the bilinear resize
+    # then vectorises across planes (~3x faster on CPU than NCHW or channels-last with
+    # C = 3), and the layout change is paid once for all the zooms.
+    planes = x.reshape(1, B * C, H, W).contiguous(memory_format=torch.channels_last)
+    out = planes.clone()
     for z in zooms:
-        out += clipped_zoom(x, float(z))
-    return out / (len(zooms) + 1)
+        out += planes if z == 1 else clipped_zoom(planes, z)     # zoom 1 is the identity
+    return out.div_(len(zooms) + 1).view(B, C, H, W)
 
 
 def _random_affine(x: torch.Tensor, jitter: float, call) -> torch.Tensor:
@@ -187,6 +192,6 @@ def pixelate(x, c, call):
     H, W = x.shape[-2:]
     h, w = max(1, int(H * c)), max(1, int(W * c))
     small = _round_half_up(_box_down(_round_half_up(_box_down(x * 255, w, -1)), h, -2))
-    iy = ((torch.arange(H, device=x.device) + 0.5) * (h / H)).long().clamp_(max=h - 1)
-    ix = ((torch.arange(W, device=x.device) + 0.5) * (w / W)).long().clamp_(max=w - 1)
-    return small.index_select(-1, ix).index_select(-2, iy).div_(255)
+    # torch's nearest-exact is that rule (checked for all sides 8..519 and the table's
+    # ratios), ~2x faster than gathering rows and columns
+    return F.interpolate(small, size=(H, W), mode="nearest-exact").div_(255)

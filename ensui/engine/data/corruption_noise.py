@@ -28,7 +28,11 @@ def speckle_noise(x, c, call):
 def impulse_noise(x, c, call):
     # skimage's s&p: each value flips with probability c, half to salt, half to pepper
     u = call.rng.uniform(x.shape[1:])
-    return torch.where(u < c / 2, 1.0, torch.where(u < c, 0.0, x))
+    # = where(u < c / 2, 1, where(u < c, 0, x)), ~2x faster on CPU: sign() is exact
+    # (the float32 u - c is 0 only where u == c), masked selects are slow
+    keep = torch.sub(u, c).sign_().add_(1).clamp_(max=1)      # 1 where u >= c, else 0
+    salt = torch.rsub(u, c / 2).sign_().clamp_(min=0)         # 1 where u < c / 2
+    return salt.addcmul_(x, keep)
 
 
 @lru_cache(maxsize=32)
@@ -53,8 +57,10 @@ def _poisson_tables(rate: float, device: torch.device):
     reach32 = reach.float()
     reach32 = torch.where(reach32.double() > reach, torch.nextafter(
         reach32, torch.tensor(-1.0)), reach32)
-    tables = (start.reshape(-1).float(), reach32.reshape(-1), cdf.reshape(-1))
-    return (*(t.to(device) for t in tables), kmax)
+    # (start, reach) side by side and viewed as one 64-bit value: one random access
+    # fetches both (the lookups dominate the cost; the table is too big for the caches)
+    pairs = torch.stack([start.reshape(-1).float(), reach32.reshape(-1)], 1).view(torch.int64)
+    return pairs.reshape(-1).to(device), cdf.reshape(-1).to(device), kmax
 
 
 def _poisson(x: torch.Tensor, rate: float, u: torch.Tensor) -> torch.Tensor:
@@ -64,13 +70,14 @@ def _poisson(x: torch.Tensor, rate: float, u: torch.Tensor) -> torch.Tensor:
     the draws per sample (the uniforms) and the data-dependent part batched on device.
     Float images off the 8-bit grid get their rate rounded to it (< 0.2 % of the rate).
     """
-    start, reach, cdf, kmax = _poisson_tables(float(rate), x.device)
+    pairs, cdf, kmax = _poisson_tables(float(rate), x.device)
     # level * G + bin, exact in float32 (< 2^24); int32 indices halve the traffic
     cell = (x * (_LEVELS - 1)).round_().clamp_(0, _LEVELS - 1).mul_(_GUIDE)
     cell = cell.add_((u * _GUIDE).floor_()).reshape(-1).int()
-    k = start.index_select(0, cell)
+    start, reach = pairs.index_select(0, cell).view(torch.float32).view(-1, 2).unbind(1)
+    k = start.contiguous()
     u = u.reshape(-1)
-    idx = (u > reach.index_select(0, cell)).nonzero().squeeze(1)
+    idx = (u > reach).nonzero().squeeze(1)
     if idx.numel():
         level, uu = cell[idx].long() // _GUIDE, u[idx].double()
         kk = k[idx].long()

@@ -31,6 +31,17 @@ def snow(x, c, call):
     return out.sub_(x).mul_(1 - mix).add_(x).add_(layer)
 
 
+def _interleave(corner, right, below, centre) -> torch.Tensor:
+    """(B, k, l) parts at offsets (0, 0), (0, 1), (1, 0), (1, 1) -> (B, 2k, 2l) grid."""
+    B, k, l = corner.shape
+    grid = corner.new_empty(B, k, 2, l, 2)
+    grid[:, :, 0, :, 0] = corner
+    grid[:, :, 0, :, 1] = right
+    grid[:, :, 1, :, 0] = below
+    grid[:, :, 1, :, 1] = centre
+    return grid.view(B, 2 * k, 2 * l)
+
+
 def _plasma(rng, n: int, decay: float, H: int, W: int) -> torch.Tensor:
     """Top-left (B, H, W) of diamond-square maps of side n, the reference's plasma_fractal
     (normalised to [0, 1] over the whole map).
@@ -38,13 +49,16 @@ def _plasma(rng, n: int, decay: float, H: int, W: int) -> torch.Tensor:
     Instead of strided writes into the full map, each level builds the twice finer grid
     from its four interleaved parts (corners, square centres, two diamond sets), so every
     step is a few contiguous batched ops. All random numbers of a map are drawn at once.
+    The finest level is never interleaved in full: the normalisation only needs the
+    parts' min and max, and only the crop is assembled (small crops of big maps).
     """
     B = len(rng)
     sizes = [1 << i for i in range(n.bit_length() - 1)]
     noise = rng.uniform((sum(3 * k * k for k in sizes),), -1.0, 1.0)
-    m = torch.zeros(B, 1, 1, device=rng.device)
+    parts = (torch.zeros(B, 1, 1, device=rng.device),)
     wibble, used = 100.0, 0
     for k in sizes:
+        m = _interleave(*parts) if len(parts) == 4 else parts[0]
         draws = noise[:, used:used + 3 * k * k].view(B, 3, k, k).mul_(wibble**2)
         used += 3 * k * k
         # wrap-around neighbours (the reference's np.roll) as views of one padded copy
@@ -53,15 +67,17 @@ def _plasma(rng, n: int, decay: float, H: int, W: int) -> torch.Tensor:
         sq = draws[:, 0].add_((m + down).add_(right).add_(mp[:, 1:, 1:]), alpha=0.25)
         sp = F.pad(sq[:, None], (1, 0, 1, 0), mode="circular")[:, 0]
         up, left = sp[:, :-1, 1:], sp[:, 1:, :-1]                   # sq[i - 1], sq[j - 1]
-        grid = m.new_empty(B, k, 2, k, 2)
-        grid[:, :, 0, :, 0] = m
-        grid[:, :, 0, :, 1] = draws[:, 1].add_((sq + up).add_(m).add_(right), alpha=0.25)
-        grid[:, :, 1, :, 0] = draws[:, 2].add_((sq + left).add_(m).add_(down), alpha=0.25)
-        grid[:, :, 1, :, 1] = sq
-        m = grid.view(B, 2 * k, 2 * k)
+        parts = (m, draws[:, 1].add_((sq + up).add_(m).add_(right), alpha=0.25),
+                 draws[:, 2].add_((sq + left).add_(m).add_(down), alpha=0.25), sq)
         wibble /= decay
-    lo, hi = m.amin((1, 2), keepdim=True), m.amax((1, 2), keepdim=True)
-    return (m[:, :H, :W] - lo) / (hi - lo)
+    lo = torch.stack([p.amin((1, 2)) for p in parts]).amin(0)[:, None, None]
+    hi = torch.stack([p.amax((1, 2)) for p in parts]).amax(0)[:, None, None]
+    if len(parts) == 4:
+        h, w = -(-H // 2), -(-W // 2)
+        crop = _interleave(*(p[:, :h, :w] for p in parts))
+    else:
+        crop = parts[0]
+    return (crop[:, :H, :W] - lo) / (hi - lo)
 
 
 def fog(x, c, call):

@@ -109,7 +109,8 @@ def corrupt(images: torch.Tensor, name: str, severity: int,
         rng = SampleRNG(seeds[i:i + step], f"{name}/{int(severity)}", x.device)
         y = _apply(name, x, param, Call(rng, scale, table))
         if images.dtype == torch.uint8:       # +0.5 then truncation: round half up
-            out[i:i + step] = (y * 255).add_(0.5).clamp_(0, 255)
+            # via int32: torch's direct float -> uint8 copy is ~4x slower on CPU
+            out[i:i + step] = (y * 255).add_(0.5).clamp_(0, 255).to(torch.int32)
         else:
             out[i:i + step] = y.clamp(0, 1)
     return out

@@ -1,0 +1,88 @@
+"""The ensemble study of an experiment, from its cached member outputs: teams scored
+under each consensus, prediction diversity, the correlation of every metric with
+ensemble improvement (the paper's Figure B), and resilience to corruption.
+
+Nothing here runs a model: every number comes from the outputs that evaluation cached,
+so the study is cheap to recompute with other choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ensui.catalog import Catalog
+from ensui.engine import analysis
+from ensui.engine.diversity import prediction_diversity
+from ensui.engine.ensembles import MemberOutputs, score_teams, teams
+from ensui.engine.evaluate import load_outputs
+from ensui.engine.plan import Plan
+from ensui.engine.spec import Spec
+from ensui.home import Home
+
+
+@dataclass
+class Study:
+    members: list[str]
+    skipped: dict[str, str] = field(default_factory=dict)  # member -> why it is left out
+    team_rows: dict[str, list[dict]] = field(default_factory=dict)  # per set
+    matrices: dict[str, dict] = field(default_factory=dict)  # per set: metric -> (M, M)
+    correlations: list[dict] = field(default_factory=list)
+    figure_b: dict | None = None
+    resilience: list[dict] = field(default_factory=list)
+
+
+def run_study(spec: Spec, plan: Plan, catalog: Catalog, home: Home) -> Study | None:
+    """The study over members evaluated on every set; None when fewer than two are."""
+    outputs, skipped = _collect_outputs(spec, plan, catalog, home)
+    members = [m.label for m in spec.members if m.label not in skipped]
+    if len(members) < 2:
+        return None
+    cfg = spec.analysis
+    study = Study(members, skipped)
+    for set_name in spec.validation.sets:
+        per_member = MemberOutputs.from_outputs({m: outputs[m][set_name] for m in members})
+        team_list = teams(members, _sizes(cfg.team_sizes, len(members)), cfg.teams)
+        ensemble_rows = score_teams(per_member, team_list, cfg.consensus)
+        diversity_rows, study.matrices[set_name] = prediction_diversity(per_member, team_list)
+        study.team_rows[set_name] = analysis.team_table(ensemble_rows, diversity_rows)
+    study.correlations = analysis.correlation_study(
+        study.team_rows, cfg.metrics, cfg.improvement, n_boot=cfg.bootstrap, seed=cfg.seed)
+    study.figure_b = analysis.figure_b(study.correlations, consensus=cfg.consensus[0])
+    study.resilience = _resilience(study, outputs, spec)
+    return study
+
+
+def _sizes(sizes, count: int):
+    """Default sizes shrink to the members there are (a spec that names sizes is checked)."""
+    return "all" if sizes == "all" else [s for s in sizes if s <= count] or [count]
+
+
+def _collect_outputs(spec: Spec, plan: Plan, catalog: Catalog, home: Home):
+    """{member: {set: Outputs}} and the members left out, with the reason."""
+    outputs: dict[str, dict] = {m.label: {} for m in spec.members}
+    skipped: dict[str, str] = {}
+    for job in plan.of_kind("evaluate"):
+        row = catalog.job(job.key)
+        loaded = load_outputs(home.outputs / job.key, job.params["store"]) if (
+            row and row["status"] == "done") else None
+        if loaded is None:
+            skipped.setdefault(job.member, f"no outputs on {job.params['val_set']}")
+        else:
+            outputs[job.member][job.params["val_set"]] = loaded
+    return outputs, skipped
+
+
+def _resilience(study: Study, outputs: dict, spec: Spec) -> list[dict]:
+    """Accuracy drop from clean per member and per team (first consensus), per set."""
+    if "clean" not in spec.validation.sets:
+        return []
+    accuracy: dict[str, dict[str, float]] = {}
+    for member in study.members:
+        accuracy[member] = {s: float((o.values.argmax(1) == o.labels).mean())
+                            for s, o in outputs[member].items()}
+    first = spec.analysis.consensus[0]
+    for set_name, rows in study.team_rows.items():
+        for row in rows:
+            if row["consensus"] == first:
+                accuracy.setdefault(" + ".join(row["team"]), {})[set_name] = row["accuracy"]
+    return analysis.accuracy_drops(accuracy)

@@ -101,8 +101,17 @@ def _migration_2(db: sqlite_utils.Database) -> None:
                    "vs_best FROM team_results ORDER BY experiment_id, val_set, accuracy DESC")
 
 
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """Corruption error per member and corruption (vs a reference member and AlexNet)."""
+    db["corruption_errors"].create(
+        {"experiment_id": str, "member": str, "corruption": str, "ce": float,
+         "reference": str, "ce_alexnet": float},
+        pk=("experiment_id", "member", "corruption"))
+
+
 # Ordered; entry i upgrades the schema from version i to i + 1. Never edit a shipped one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2,
+                                                             _migration_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -276,10 +285,11 @@ class Catalog:
 
     def record_study(self, exp_id: str, team_rows: dict[str, list[dict]],
                      correlations: list[dict], matrices: dict[str, dict], members: list[str],
-                     resilience: list[dict]) -> None:
+                     resilience: list[dict], corruption_errors: list[dict]) -> None:
         """Replace the experiment's study in one transaction (a re-run recomputes it)."""
         with self.db.atomic():
-            for table in ("team_results", "correlations", "pairwise", "resilience"):
+            for table in ("team_results", "correlations", "pairwise", "resilience",
+                          "corruption_errors"):
                 self.db.execute(f"DELETE FROM {table} WHERE experiment_id = ?", [exp_id])
             self.db["team_results"].insert_all(
                 _team_record(exp_id, set_name, row)
@@ -297,6 +307,70 @@ class Catalog:
                 {"experiment_id": exp_id, "name": r["name"], "val_set": r["set"],
                  **{k: r[k] for k in ("accuracy", "clean_accuracy", "drop", "relative_drop")}}
                 for r in resilience)
+            self.db["corruption_errors"].insert_all(
+                {"experiment_id": exp_id, **r} for r in corruption_errors)
+
+    def find_experiment(self, ref: str) -> dict:
+        """An experiment by id, id prefix or name (the newest of that name)."""
+        rows = list(self.db.query(
+            "SELECT * FROM experiments WHERE id = ? OR id LIKE ? OR name = ? "
+            "ORDER BY created DESC, rowid DESC", [ref, f"{ref}%", ref]))
+        if not rows:
+            names = [r[0] for r in self.db.execute("SELECT DISTINCT name FROM experiments")]
+            close = difflib.get_close_matches(ref, names, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else (
+                f"; known: {', '.join(names)}" if names else "; none recorded yet")
+            raise UnknownIdError(f"unknown experiment '{ref}'{hint}")
+        return rows[0]
+
+    def experiment_tables(self, exp_id: str) -> dict[str, list[dict]]:
+        """Every result table of an experiment, as rows, for export."""
+        one = [exp_id]
+        pairwise = []
+        for row in self.db.query("SELECT * FROM pairwise WHERE experiment_id = ?", one):
+            members, matrix = json.loads(row["members"]), json.loads(row["matrix"])
+            pairwise += [{"val_set": row["val_set"], "metric": row["metric"], "member_a": a,
+                          "member_b": b, "value": matrix[i][k]}
+                         for i, a in enumerate(members) for k, b in enumerate(members)]
+        return {
+            "members": list(self.db.query(
+                "SELECT ej.member, r.model_id, r.val_set, r.accuracy, r.nll, r.n "
+                "FROM experiment_jobs ej JOIN results r ON r.job_key = ej.job_key "
+                "WHERE ej.experiment_id = ? ORDER BY ej.rowid", one)),
+            "epochs": list(self.db.query(
+                "SELECT ej.member, e.* FROM experiment_jobs ej JOIN epochs e "
+                "ON e.job_key = ej.job_key WHERE ej.experiment_id = ? ORDER BY ej.rowid, e.epoch",
+                one)),
+            "teams": [_flatten_team(r) for r in self.db.query(
+                "SELECT * FROM team_results WHERE experiment_id = ?", one)],
+            "correlations": list(self.db.query(
+                "SELECT * FROM correlations WHERE experiment_id = ?", one)),
+            "resilience": list(self.db.query(
+                "SELECT * FROM resilience WHERE experiment_id = ?", one)),
+            "corruption_errors": list(self.db.query(
+                "SELECT * FROM corruption_errors WHERE experiment_id = ?", one)),
+            "pairwise": pairwise,
+        }
+
+    def figure_b(self, exp_id: str, consensus: str | None = None) -> dict:
+        """Metrics × sets Pearson r for one consensus (the first recorded by default)."""
+        rows = list(self.db.query(  # insertion order keeps the spec's order of sets and metrics
+            "SELECT * FROM correlations WHERE experiment_id = ? AND size = 'all' ORDER BY rowid",
+            [exp_id]))
+        consensus = consensus or (rows[0]["consensus"] if rows else None)
+        rows = [r for r in rows if r["consensus"] == consensus]
+        metrics = list(dict.fromkeys(r["metric"] for r in rows))
+        sets = list(dict.fromkeys(r["val_set"] for r in rows))
+        cell = {(r["metric"], r["val_set"]): r["pearson_r"] for r in rows}
+        return {"consensus": consensus, "metrics": metrics, "sets": sets,
+                "improvement": rows[0]["improvement"] if rows else None,
+                "values": [[cell.get((m, s)) for s in sets] for m in metrics]}
+
+    def pairwise_matrices(self, exp_id: str) -> list[dict]:
+        return [{"val_set": r["val_set"], "metric": r["metric"],
+                 "members": json.loads(r["members"]), "matrix": json.loads(r["matrix"])}
+                for r in self.db.query("SELECT * FROM pairwise WHERE experiment_id = ? "
+                                       "ORDER BY rowid", [exp_id])]
 
     def counts(self) -> dict[str, int]:
         return {t: self.db[t].count for t in ("models", "subnets", "experiments", "jobs", "results")}
@@ -311,6 +385,12 @@ def _team_record(exp_id: str, set_name: str, row: dict) -> dict:
     return {"experiment_id": exp_id, "val_set": set_name, "team": " + ".join(row["team"]),
             "members": json.dumps(list(row["team"])), "diversity": json.dumps(diversity),
             **{k: row[k] for k in _TEAM_COLUMNS}}
+
+
+def _flatten_team(row: dict) -> dict:
+    """A team row with its diversity metrics as columns (for CSV)."""
+    flat = {k: v for k, v in row.items() if k not in ("diversity", "members")}
+    return {**flat, **json.loads(row["diversity"])}
 
 
 _JSON_COLUMNS = {"arch", "optimizer", "scheduler", "epochs", "extra", "depth", "expansion",

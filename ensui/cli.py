@@ -148,6 +148,55 @@ def headless(ctx: typer.Context,
     raise typer.Exit(code)
 
 
+@app.command()
+def export(ctx: typer.Context,
+           experiment: Annotated[str, typer.Argument(help="experiment id, id prefix or name")],
+           fmt: Annotated[str, typer.Option("--format", help="csv, json or parquet")] = "csv",
+           out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder to write")] = None,
+           home: HomeOption = None):
+    """Write every table of an experiment (members, epochs, teams, correlations,
+    resilience, pairwise) as one file each."""
+    from ensui.catalog import Catalog
+    from ensui.engine.export import export_tables
+
+    catalog = _existing_catalog(_home(ctx, home))
+    exp = catalog.find_experiment(experiment)
+    folder = out_dir or Path(f"{exp['name']}-{exp['id'][:8]}")
+    for path in export_tables(catalog.experiment_tables(exp["id"]), folder, fmt):
+        out.print(str(path), highlight=False)
+
+
+@app.command()
+def plot(ctx: typer.Context,
+         experiment: Annotated[str, typer.Argument(help="experiment id, id prefix or name")],
+         out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder to write")] = None,
+         pairwise: Annotated[list[str], typer.Option(
+             "--pairwise", help="pairwise metrics to draw per set ('all' for every one)")] = ["label_disagreement"],
+         home: HomeOption = None):
+    """Write the Figure B heatmap and pairwise member × member heatmaps (PNG and PDF)."""
+    from ensui.engine.plots import figure_b_plot, pairwise_plots
+
+    catalog = _existing_catalog(_home(ctx, home))
+    exp = catalog.find_experiment(experiment)
+    figure = catalog.figure_b(exp["id"])
+    if not figure["metrics"]:
+        raise EnsuiError(f"experiment '{exp['name']}' has no study to plot (analysis disabled, "
+                         "or fewer than two members evaluated)")
+    folder = out_dir or Path(f"{exp['name']}-{exp['id'][:8]}")
+    matrices = [m for m in catalog.pairwise_matrices(exp["id"])
+                if "all" in pairwise or m["metric"] in pairwise]
+    for path in figure_b_plot(figure, folder) + pairwise_plots(matrices, folder):
+        out.print(str(path), highlight=False)
+
+
+def _existing_catalog(home: Home):
+    from ensui.catalog import Catalog
+
+    if not home.catalog.exists():
+        raise EnsuiError(f"no catalog at {home.catalog}; run an experiment first")
+    return Catalog(home.catalog)
+
+
 def main() -> None:
     try:
         app()  # standalone: click handles usage errors, --help and exit codes

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ensui.catalog import Catalog
 from ensui.engine.plan import Plan, make_plan
-from ensui.engine.report import accuracy_table, team_summary
+from ensui.engine.report import accuracy_table, resilience_summary, team_summary
 from ensui.engine.run import Runner
 from ensui.engine.spec import load_spec
 from ensui.engine.study import run_study
@@ -48,6 +48,7 @@ def run_headless(spec_file: Path, home: Home, *, as_json: bool, dry_run: bool,
         out.print(render.accuracy_table(rows, spec.validation.sets))
         if study:
             out.print(render.team_summary_table(study["teams"], study["consensus"]))
+            out.print(render.resilience_table(study["resilience"], spec.analysis.reference_member))
             out.print(render.figure_b_table(study["figure_b"], study["improvement"]))
     for key, message in summary.failed.items():
         err.print(f"[red]failed[/] {key}: {message}", highlight=False)
@@ -63,12 +64,15 @@ def _study(spec, plan: Plan, catalog: Catalog, home: Home, err: Console) -> dict
         err.print("study skipped: fewer than two members were evaluated on every set")
         return None
     catalog.record_study(plan.experiment_id, study.team_rows, study.correlations,
-                         study.matrices, study.members, study.resilience)
+                         study.matrices, study.members, study.resilience,
+                         study.corruption_errors)
     for member, why in study.skipped.items():
         err.print(f"study leaves out {member}: {why}", highlight=False)
     consensus = spec.analysis.consensus[0]
     return {"consensus": consensus, "improvement": spec.analysis.improvement,
             "members": study.members, "teams": team_summary(study.team_rows, consensus),
+            "resilience": resilience_summary(study.resilience, study.corruption_errors,
+                                             study.members),
             "figure_b": study.figure_b}
 
 

@@ -107,6 +107,26 @@ def team_summary_table(rows: list[dict], consensus: str) -> Table:
     return table
 
 
+def resilience_table(rows: list[dict], reference: str | None) -> Table:
+    table = Table(title="Resilience per member")
+    table.add_column("member", no_wrap=True)
+    table.add_column("mean drop", justify="right")
+    table.add_column("relative", justify="right")
+    table.add_column(f"mCE vs {reference}" if reference else "mCE vs ref.", justify="right")
+    table.add_column("mCE vs AlexNet", justify="right")
+    for r in rows:
+        table.add_row(r["member"], _num(r["mean_drop"], "{:.1f}"),
+                      _num(r["mean_relative_drop"], "{:.1f} %"), _num(r["mce"], "{:.2f}"),
+                      _num(r["mce_alexnet"], "{:.2f}"))
+    table.caption = ("drop: clean minus corrupted top-1, in points; mCE: mean over corruptions of "
+                     "Σ_s error / Σ_s reference error (AlexNet: ImageNet-C's constants)")
+    return table
+
+
+def _num(value: float | None, pattern: str) -> str:
+    return "—" if value is None else pattern.format(value)
+
+
 def figure_b_table(figure: dict, improvement: str) -> Table:
     """Metrics × sets correlation with ensemble improvement; sign by colour and by text."""
     table = Table(title=f"Figure B: {figure['statistic']} of each metric with {improvement}")

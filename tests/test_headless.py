@@ -15,6 +15,7 @@ SPEC = """\
 name: smoke
 training: {epochs: 1, batch_size: 64, crop_scale: [0.5, 1.0], hflip: 0.0}
 validation: {sets: [clean, noise, contrast], severities: [2], limit: 120}
+analysis: {reference_member: SqueezeNet}
 members:
   - SqueezeNet
   - model: MNASNET_1
@@ -205,3 +206,72 @@ def test_study_numbers_match_the_cached_outputs(finished):
     assert accuracy == pytest.approx((mean.argmax(1) == labels).mean())
     disagreement = (logits["SqueezeNet"].argmax(1) != logits["mnas"].argmax(1)).mean()
     assert json.loads(diversity)["label_disagreement"] == pytest.approx(disagreement)
+
+
+def _ensui(home, *args):
+    return subprocess.run([sys.executable, "-m", "ensui", "--home", str(home), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_export_every_table(finished, tmp_path):
+    import csv
+
+    _, home, _ = finished
+    proc = _ensui(home, "export", "smoke", "--out", tmp_path / "csv")
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in (tmp_path / "csv").iterdir())
+    assert names == ["correlations.csv", "corruption_errors.csv", "epochs.csv", "members.csv",
+                     "pairwise.csv", "resilience.csv", "teams.csv"]
+    with open(tmp_path / "csv" / "members.csv") as fh:
+        members = list(csv.DictReader(fh))
+    assert len(members) == 9 and {m["val_set"] for m in members} == {"clean", "noise", "contrast"}
+    proc = _ensui(home, "export", "smoke", "--format", "json", "--out", tmp_path / "json")
+    teams = json.loads((tmp_path / "json" / "teams.json").read_text())
+    assert len(teams) == 12 and "label_disagreement" in teams[0]
+    pairwise = json.loads((tmp_path / "json" / "pairwise.json").read_text())
+    assert len(pairwise) == 3 * 9 * 9  # sets x metrics x (3 x 3 members)
+
+
+def test_plot_writes_png_and_pdf(finished, tmp_path):
+    _, home, _ = finished
+    proc = _ensui(home, "plot", "smoke", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    png = (tmp_path / "figure_b.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert (tmp_path / "figure_b.pdf").read_bytes()[:4] == b"%PDF"
+    assert (tmp_path / "pairwise-noise-label_disagreement.png").exists()
+
+
+def test_unknown_experiment_and_format_are_clear(finished):
+    _, home, _ = finished
+    proc = _ensui(home, "plot", "smok")
+    assert proc.returncode == 2 and "did you mean 'smoke'" in proc.stderr
+    proc = _ensui(home, "export", "smoke", "--format", "xlsx")
+    assert proc.returncode == 2 and "unknown format 'xlsx'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_corruption_error_against_the_reference_member(finished):
+    """CE recomputed from the cached files: error of mnas / error of the reference, per corruption."""
+    from pathlib import Path
+
+    _, home, proc = finished
+    conn = sqlite3.connect(home / "catalog.db")
+    errors = {}
+    for member, folder in conn.execute(
+            "SELECT j.member, j.artifact FROM jobs j JOIN results r ON r.job_key = j.key "
+            "WHERE r.val_set = 'noise'"):
+        logits, labels = np.load(Path(folder) / "logits.npy"), np.load(Path(folder) / "labels.npy")
+        ids = np.load(Path(folder) / "ids.npy")
+        wrong = logits.astype(np.float32).argmax(1) != labels
+        errors[member] = {c: wrong[[i.startswith(c + "/") for i in ids]].mean()
+                          for c in ("gaussian_noise", "shot_noise", "impulse_noise")}
+    stored = dict(conn.execute(
+        "SELECT corruption, ce FROM corruption_errors WHERE member = 'mnas'").fetchall())
+    for corruption in ("gaussian_noise", "shot_noise", "impulse_noise"):
+        expected = errors["mnas"][corruption] / errors["SqueezeNet"][corruption]
+        assert stored[corruption] == pytest.approx(expected)
+    assert set(stored) == {"gaussian_noise", "shot_noise", "impulse_noise", "contrast"}
+    study = json.loads(proc.stdout)["study"]
+    reference = next(r for r in study["resilience"] if r["member"] == "SqueezeNet")
+    assert reference["mce"] == pytest.approx(1.0) and reference["mce_alexnet"] is None

@@ -69,6 +69,8 @@ CASES = {
                             + GOOD_MEMBERS, ["analysis.teams", "'MNASNet_2' is not a member"]),
     "unknown_consensus": ("name: x\nanalysis:\n  consensus: [median]\n" + GOOD_MEMBERS,
                           ["spec.yaml:3", "analysis.consensus.0", "'average'"]),
+    "unknown_reference_member": ("name: x\nanalysis:\n  reference_member: ResNet50\n"
+                                 + GOOD_MEMBERS, ["analysis.reference_member", "not a member"]),
     "tab_indentation": ("name: x\nmembers:\n\t- MNASNET_1\n", ["YAML syntax error", ":3:"]),
 }
 

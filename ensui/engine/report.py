@@ -41,3 +41,26 @@ def team_summary(team_rows: dict[str, list[dict]], consensus: str) -> list[dict]
             "teams_beating_best_member": sum(r["vs_best"] > 0 for r in chosen),
         })
     return summary
+
+
+def resilience_summary(drops: list[dict], corruption_errors: list[dict],
+                       members: list[str]) -> list[dict]:
+    """Per member: mean accuracy drop from clean over the corrupted sets, and mCE (mean
+    corruption error over corruptions) against the reference member and AlexNet."""
+    rows = []
+    for member in members:
+        own = [d for d in drops if d["name"] == member]
+        ce = [r for r in corruption_errors if r["member"] == member]
+        rows.append({
+            "member": member,
+            "mean_drop": _mean([100 * d["drop"] for d in own]),
+            "mean_relative_drop": _mean([100 * d["relative_drop"] for d in own
+                                         if d["relative_drop"] is not None]),
+            "mce": _mean([r["ce"] for r in ce if r["ce"] is not None]),
+            "mce_alexnet": _mean([r["ce_alexnet"] for r in ce if r["ce_alexnet"] is not None]),
+        })
+    return rows
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None

@@ -139,6 +139,8 @@ class AnalysisSpec(_Strict):
                                description="Figure B rows: diversity metrics and average_accuracy")
     bootstrap: PositiveInt = Field(1000, description="resamples for the 95 % intervals")
     seed: int = 0
+    reference_member: str | None = Field(
+        None, description="baseline member for corruption error CE/mCE (e.g. a ResNet50)")
 
     @field_validator("metrics")
     @classmethod
@@ -192,6 +194,10 @@ class Spec(_Strict):
         if chosen and sizes != "all" and max(sizes) > len(labels):
             raise ValueError(f"analysis.team_sizes: {max(sizes)} is more than the "
                              f"{len(labels)} members")
+        reference = self.analysis.reference_member
+        if reference is not None and reference not in labels:
+            raise ValueError(f"analysis.reference_member: '{reference}' is not a member name"
+                             f"{_suggest(reference, labels)}")
         for team in self.analysis.teams or []:
             unknown = [name for name in team if name not in labels]
             if unknown:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ensui.catalog import Catalog
 from ensui.engine import analysis
 from ensui.engine.diversity import prediction_diversity
@@ -29,6 +31,7 @@ class Study:
     correlations: list[dict] = field(default_factory=list)
     figure_b: dict | None = None
     resilience: list[dict] = field(default_factory=list)
+    corruption_errors: list[dict] = field(default_factory=list)  # member x corruption CE
 
 
 def run_study(spec: Spec, plan: Plan, catalog: Catalog, home: Home) -> Study | None:
@@ -49,6 +52,7 @@ def run_study(spec: Spec, plan: Plan, catalog: Catalog, home: Home) -> Study | N
         study.team_rows, cfg.metrics, cfg.improvement, n_boot=cfg.bootstrap, seed=cfg.seed)
     study.figure_b = analysis.figure_b(study.correlations, consensus=cfg.consensus[0])
     study.resilience = _resilience(study, outputs, spec)
+    study.corruption_errors = _corruption_errors(study.members, outputs, spec)
     return study
 
 
@@ -86,3 +90,35 @@ def _resilience(study: Study, outputs: dict, spec: Spec) -> list[dict]:
             if row["consensus"] == first:
                 accuracy.setdefault(" + ".join(row["team"]), {})[set_name] = row["accuracy"]
     return analysis.accuracy_drops(accuracy)
+
+
+def _part_errors(per_set: dict) -> dict[str, dict[int, float]]:
+    """Top-1 error per (corruption, severity), read from the sample ids of cached outputs."""
+    errors: dict[str, dict[int, float]] = {}
+    for set_name, out in per_set.items():
+        if set_name == "clean":
+            continue
+        wrong = out.values.argmax(1) != out.labels
+        parts = np.array(["/".join(i.split("/")[:2]) for i in out.ids])
+        for part in np.unique(parts):
+            corruption, severity = part.split("/")
+            errors.setdefault(corruption, {})[int(severity)] = float(wrong[parts == part].mean())
+    return errors
+
+
+def _corruption_errors(members: list[str], outputs: dict, spec: Spec) -> list[dict]:
+    """CE per member and corruption against the reference member and, on released
+    ImageNet-C data, against ImageNet-C's AlexNet constants (meaningless elsewhere)."""
+    errors = {m: _part_errors(outputs[m]) for m in members}
+    reference = spec.analysis.reference_member
+    released = spec.validation.source == "imagenet_c"
+    rows = []
+    for member in members:
+        vs_ref = (analysis.corruption_errors(errors[member], errors[reference])
+                  if reference in errors else {})
+        known = {c: e for c, e in errors[member].items() if c in analysis.ALEXNET_ERRORS}
+        vs_alexnet = analysis.alexnet_corruption_errors(known) if released else {}
+        rows += [{"member": member, "corruption": c, "ce": vs_ref.get(c),
+                  "reference": reference if c in vs_ref else None,
+                  "ce_alexnet": vs_alexnet.get(c)} for c in errors[member]]
+    return rows

@@ -275,3 +275,14 @@ def test_corruption_error_against_the_reference_member(finished):
     study = json.loads(proc.stdout)["study"]
     reference = next(r for r in study["resilience"] if r["member"] == "SqueezeNet")
     assert reference["mce"] == pytest.approx(1.0) and reference["mce_alexnet"] is None
+
+
+def test_parquet_export(finished, tmp_path):
+    _, home, _ = finished
+    proc = _ensui(home, "export", "smoke", "--format", "parquet", "--out", tmp_path)
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        assert proc.returncode == 2 and "Parquet export needs pyarrow" in proc.stderr
+        return
+    assert proc.returncode == 0 and pq.read_table(tmp_path / "members.parquet").num_rows == 9

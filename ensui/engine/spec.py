@@ -15,6 +15,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, ValidationError
                       field_validator, model_validator)
 
 from ensui.engine.data.corruptions import ALL_CORRUPTIONS, CATEGORIES
+from ensui.engine.ensembles import CONSENSUS
 from ensui.errors import SpecError
 
 DEFAULT_SETS = ("clean", "noise", "blur", "weather", "digital")
@@ -119,7 +120,6 @@ class MemberSpec(_Strict):
 
 
 IMPROVEMENTS = ("vs_mean", "vs_best", "eir", "nll_gain")
-CONSENSUS = ("average", "vote", "logit_average", "max_confidence")
 DEFAULT_FIGURE_ROWS = ("label_disagreement", "q_diversity", "double_fault_diversity",
                        "kw_variance", "average_accuracy")
 

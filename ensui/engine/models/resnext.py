@@ -29,8 +29,9 @@ STEM_WIDTH = 64  # timm's single-conv stem always feeds 64 channels to the first
 
 
 def paper_resnext(
-    layers, cardinality: int, base_width: int, dropout: float, num_classes: int
+    layers, cardinality: int, base_width: int, dropout: float, num_classes: int, **extra
 ) -> ResNet:
+    """timm's ResNet with Bottleneck blocks; `extra` passes timm options (e.g. channels)."""
     return ResNet(
         block=Bottleneck,
         layers=tuple(layers),
@@ -38,6 +39,7 @@ def paper_resnext(
         base_width=base_width,
         drop_rate=dropout,
         num_classes=num_classes,
+        **extra,
     )
 
 
@@ -51,15 +53,8 @@ def tiny_resnext(
             f"tiny ResNeXt needs base_width >= {64 // TINY_CHANNELS[0]} for at least one "
             f"channel per group; got base_width={base_width}"
         )
-    net = ResNet(
-        block=Bottleneck,
-        layers=tuple(layers),
-        channels=TINY_CHANNELS,
-        cardinality=cardinality,
-        base_width=base_width,
-        drop_rate=dropout,
-        num_classes=num_classes,
-    )
+    net = paper_resnext(layers, cardinality, base_width, dropout, num_classes,
+                        channels=TINY_CHANNELS)
     net.conv1 = nn.Conv2d(3, STEM_WIDTH, kernel_size=3, stride=2, padding=1, bias=False)
     # Initialised as timm initialises every conv of its ResNet.
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")

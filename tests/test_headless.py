@@ -272,6 +272,17 @@ def test_corruption_error_against_the_reference_member(finished):
         expected = errors["mnas"][corruption] / errors["SqueezeNet"][corruption]
         assert stored[corruption] == pytest.approx(expected)
     assert set(stored) == {"gaussian_noise", "shot_noise", "impulse_noise", "contrast"}
+    (team_ce,) = conn.execute("SELECT ce FROM corruption_errors WHERE member = "
+                              "'SqueezeNet + mnas' AND corruption = 'shot_noise'").fetchone()
+    folders = dict(conn.execute("SELECT j.member, j.artifact FROM jobs j JOIN results r "
+                                "ON r.job_key = j.key WHERE r.val_set = 'noise'").fetchall())
+    logits = {m: np.load(Path(f) / "logits.npy").astype(np.float64) for m, f in folders.items()}
+    probs = {m: np.exp(z - z.max(1, keepdims=True)) for m, z in logits.items()}
+    mean = sum(p / p.sum(1, keepdims=True) for m, p in probs.items() if m != "deit_tiny_p16_224")
+    labels = np.load(Path(folders["mnas"]) / "labels.npy")
+    shot = [i.startswith("shot_noise/") for i in np.load(Path(folders["mnas"]) / "ids.npy")]
+    team_error = (mean.argmax(1) != labels)[shot].mean()
+    assert team_ce == pytest.approx(team_error / errors["SqueezeNet"]["shot_noise"], rel=1e-6)
     study = json.loads(proc.stdout)["study"]
     reference = next(r for r in study["resilience"] if r["member"] == "SqueezeNet")
     assert reference["mce"] == pytest.approx(1.0) and reference["mce_alexnet"] is None

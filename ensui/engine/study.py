@@ -42,17 +42,20 @@ def run_study(spec: Spec, plan: Plan, catalog: Catalog, home: Home) -> Study | N
         return None
     cfg = spec.analysis
     study = Study(members, skipped)
+    team_errors: dict[str, dict] = {}
     for set_name in spec.validation.sets:
         per_member = MemberOutputs.from_outputs({m: outputs[m][set_name] for m in members})
         team_list = teams(members, _sizes(cfg.team_sizes, len(members)), cfg.teams)
         ensemble_rows = score_teams(per_member, team_list, cfg.consensus)
         diversity_rows, study.matrices[set_name] = prediction_diversity(per_member, team_list)
         study.team_rows[set_name] = analysis.team_table(ensemble_rows, diversity_rows)
+        if set_name != "clean":
+            _add_team_part_errors(team_errors, per_member, team_list, outputs[members[0]][set_name].ids)
     study.correlations = analysis.correlation_study(
         study.team_rows, cfg.metrics, cfg.improvement, n_boot=cfg.bootstrap, seed=cfg.seed)
     study.figure_b = analysis.figure_b(study.correlations, consensus=cfg.consensus[0])
     study.resilience = _resilience(study, outputs, spec)
-    study.corruption_errors = _corruption_errors(study.members, outputs, spec)
+    study.corruption_errors = _corruption_errors(study.members, outputs, spec, team_errors)
     return study
 
 
@@ -96,29 +99,41 @@ def _part_errors(per_set: dict) -> dict[str, dict[int, float]]:
     """Top-1 error per (corruption, severity), read from the sample ids of cached outputs."""
     errors: dict[str, dict[int, float]] = {}
     for set_name, out in per_set.items():
-        if set_name == "clean":
-            continue
-        wrong = out.values.argmax(1) != out.labels
-        parts = np.array(["/".join(i.split("/")[:2]) for i in out.ids])
-        for part in np.unique(parts):
-            corruption, severity = part.split("/")
-            errors.setdefault(corruption, {})[int(severity)] = float(wrong[parts == part].mean())
+        if set_name != "clean":
+            _split_by_part(out.values.argmax(1) != out.labels, out.ids, errors)
     return errors
 
 
-def _corruption_errors(members: list[str], outputs: dict, spec: Spec) -> list[dict]:
-    """CE per member and corruption against the reference member and, on released
-    ImageNet-C data, against ImageNet-C's AlexNet constants (meaningless elsewhere)."""
-    errors = {m: _part_errors(outputs[m]) for m in members}
+def _split_by_part(wrong: np.ndarray, ids, errors: dict) -> None:
+    """Add the error of each (corruption, severity) part, named by the ids' prefixes."""
+    parts = np.array(["/".join(i.split("/")[:2]) for i in ids])
+    for part in np.unique(parts):
+        corruption, severity = part.split("/")
+        errors.setdefault(corruption, {})[int(severity)] = float(wrong[parts == part].mean())
+
+
+def _add_team_part_errors(errors: dict, per_member: MemberOutputs, team_list, ids) -> None:
+    """Per team, the error of its averaged probabilities on each part (the paper's consensus)."""
+    for team in team_list:
+        name = " + ".join(per_member.names[i] for i in team)
+        wrong = per_member.probs[list(team)].mean(0).argmax(1) != per_member.labels
+        _split_by_part(wrong, ids, errors.setdefault(name, {}))
+
+
+def _corruption_errors(members: list[str], outputs: dict, spec: Spec,
+                       team_errors: dict) -> list[dict]:
+    """CE per member and per team ("a + b", averaged probabilities) and corruption,
+    against the reference member and, on released ImageNet-C data only, against
+    ImageNet-C's AlexNet constants (which mean nothing for other data)."""
+    errors = {m: _part_errors(outputs[m]) for m in members} | team_errors
     reference = spec.analysis.reference_member
     released = spec.validation.source == "imagenet_c"
     rows = []
-    for member in members:
-        vs_ref = (analysis.corruption_errors(errors[member], errors[reference])
-                  if reference in errors else {})
-        known = {c: e for c, e in errors[member].items() if c in analysis.ALEXNET_ERRORS}
+    for name, own in errors.items():
+        vs_ref = analysis.corruption_errors(own, errors[reference]) if reference else {}
+        known = {c: e for c, e in own.items() if c in analysis.ALEXNET_ERRORS}
         vs_alexnet = analysis.alexnet_corruption_errors(known) if released else {}
-        rows += [{"member": member, "corruption": c, "ce": vs_ref.get(c),
+        rows += [{"member": name, "corruption": c, "ce": vs_ref.get(c),
                   "reference": reference if c in vs_ref else None,
-                  "ce_alexnet": vs_alexnet.get(c)} for c in errors[member]]
+                  "ce_alexnet": vs_alexnet.get(c)} for c in own]
     return rows

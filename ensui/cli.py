@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from ensui import __version__
-from ensui.errors import EXIT_INVALID, EnsuiError
+from ensui.errors import EnsuiError
 from ensui.home import Home, resolve_home
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -156,7 +156,6 @@ def export(ctx: typer.Context,
            home: HomeOption = None):
     """Write every table of an experiment (members, epochs, teams, correlations,
     resilience, pairwise) as one file each."""
-    from ensui.catalog import Catalog
     from ensui.engine.export import export_tables
 
     catalog = _existing_catalog(_home(ctx, home))

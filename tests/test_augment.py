@@ -1,6 +1,5 @@
 import math
 
-import pytest
 import torch
 
 from ensui.engine.data.augment import Augment, crop_boxes, resize_batch

@@ -100,11 +100,8 @@ def test_bad_spec_leaves_existing_catalog_untouched(cli, tmp_path, home):
     from ensui.catalog import Catalog
 
     Catalog(home / "catalog.db").close()
-    before = (home / "catalog.db").read_bytes()
     spec = write(tmp_path, "name: x\nmembers: [ResNext50_32.9]\n")
     code, _, err = cli("headless", "--spec", spec)
     assert code == 2 and "did you mean" in err
-    from ensui.catalog import Catalog as C2
-
-    cat = C2(home / "catalog.db")
+    cat = Catalog(home / "catalog.db")
     assert cat.counts()["experiments"] == 0 and cat.counts()["jobs"] == 0

@@ -10,10 +10,12 @@ def accuracy_table(plan: Plan, catalog: Catalog, sets: list[str]) -> list[dict]:
     """One row per member: model, reported top-1, status, and accuracy (%) per set."""
     rows: dict[str, dict] = {}
     for job in plan.jobs:
-        row = rows.setdefault(job.member, {
-            "member": job.member, "model_id": job.model_id,
-            "reported_top1": catalog.model(job.model_id)["reported_top1"],
-            "status": "done", "accuracy": {s: None for s in sets}, "errors": []})
+        if job.member not in rows:  # one catalog look-up per member, not per job
+            rows[job.member] = {
+                "member": job.member, "model_id": job.model_id,
+                "reported_top1": catalog.model(job.model_id)["reported_top1"],
+                "status": "done", "accuracy": {s: None for s in sets}, "errors": []}
+        row = rows[job.member]
         state = catalog.job(job.key)
         if state is None or state["status"] != "done":
             row["status"] = state["status"] if state else "queued"

@@ -42,6 +42,7 @@ class Runner:
         self.workspace = Workspace(spec, home)
         self.device = resolve_device(spec.training.device)
         self.summary = RunSummary()
+        self._trained: tuple[str, object] | None = None  # (train key, model) last evaluated
 
     def run(self) -> RunSummary:
         for job in self.plan.of_kind("train"):
@@ -104,6 +105,15 @@ class Runner:
         return build_model(params["arch"], params["scale"], params["num_classes"],
                            params["image_size"], seed=params["seed"])
 
+    def _trained_model(self, train_key: str, params: dict):
+        """A member's trained model, loaded once for all its validation sets (its
+        evaluation jobs follow one another in the plan)."""
+        if self._trained is None or self._trained[0] != train_key:
+            model = self._model(params)
+            load_weights(model, self._run_dir(train_key) / supervised.WEIGHTS)
+            self._trained = (train_key, model.to(self.device))
+        return self._trained[1]
+
     def _train(self, job: Job) -> str:
         p = job.params
         model = self._model(p)
@@ -126,9 +136,7 @@ class Runner:
 
     def _evaluate(self, job: Job) -> str:
         train_params = self.catalog.job(job.depends)["params"]
-        model = self._model(train_params)
-        load_weights(model, self._run_dir(job.depends) / supervised.WEIGHTS)
-        model.to(self.device)
+        model = self._trained_model(job.depends, train_params)
         dataset = self.workspace.valset(job.params["val_set"])
         acc, nll, n = ev.evaluate(model, dataset, self._out_dir(job), job.params["store"],
                                   self.device, train_params["image_size"],

@@ -68,6 +68,8 @@ def _study(spec, plan: Plan, catalog: Catalog, home: Home, err: Console) -> dict
                          study.corruption_errors)
     for member, why in study.skipped.items():
         err.print(f"study leaves out {member}: {why}", highlight=False)
+    for note in study.notes:
+        err.print(f"study has no {note}", highlight=False)
     consensus = spec.analysis.consensus[0]
     return {"consensus": consensus, "improvement": spec.analysis.improvement,
             "members": study.members, "teams": team_summary(study.team_rows, consensus),
@@ -112,7 +114,8 @@ class _Progress:
 
     def __call__(self, event: dict) -> None:
         job, kind = event["job"], event["type"]
-        what = f"{job.kind} {job.member}" + (f" on {job.params['val_set']}" if job.kind == "evaluate" else "")
+        what = " ".join([job.kind, job.params.get("method", ""), job.member]).replace("  ", " ")
+        what += f" on {job.params['val_set']}" if "val_set" in job.params else ""
         if kind == "started":
             self.bar.update(self.task, description=what)
         elif kind == "epoch":

@@ -15,7 +15,10 @@ SPEC = """\
 name: smoke
 training: {epochs: 1, batch_size: 64, crop_scale: [0.5, 1.0], hflip: 0.0}
 validation: {sets: [clean, noise, contrast], severities: [2], limit: 120}
-analysis: {reference_member: SqueezeNet}
+analysis:
+  reference_member: SqueezeNet
+  attribution: {samples: 24, n_steps: 8, methods: [integrated_gradients, saliency]}
+  activation: {samples: 100, batch_size: 32}
 members:
   - SqueezeNet
   - model: MNASNET_1
@@ -55,7 +58,8 @@ def test_catalog_records_jobs_epochs_and_results(finished):
     _, home, _ = finished
     conn = sqlite3.connect(home / "catalog.db")
     statuses = conn.execute("SELECT kind, status, count(*) FROM jobs GROUP BY kind, status").fetchall()
-    assert sorted(statuses) == [("evaluate", "done", 9), ("train", "done", 3)]
+    assert sorted(statuses) == [("activations", "done", 9), ("attribute", "done", 18),
+                                ("evaluate", "done", 9), ("train", "done", 3)]
     assert conn.execute("SELECT count(*) FROM epochs").fetchone()[0] == 3
     sizes = dict(conn.execute("SELECT val_set, max(n) FROM results GROUP BY val_set").fetchall())
     # noise pools its 3 corruptions at the one chosen severity
@@ -89,13 +93,19 @@ def test_rerun_skips_everything_and_recomputes_a_damaged_artifact(finished):
 
     damaged = Path(folder) / "logits.npy"
     damaged.write_bytes(damaged.read_bytes()[:-40])  # truncated
+    (maps_folder,) = conn.execute("SELECT artifact FROM jobs WHERE kind = 'attribute' "
+                                  "LIMIT 1").fetchone()
+    maps = Path(maps_folder) / "maps.npy"
+    before = np.load(maps)
+    maps.write_bytes(maps.read_bytes()[:-40])
     proc = subprocess.run([sys.executable, "-m", "ensui", "--home", str(home), "headless",
                            "--spec", str(spec), "--json"], capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "epoch" not in proc.stderr  # nothing trained again
-    assert proc.stderr.count("cached") == 11  # 3 trainings + 8 of 9 evaluations
+    assert proc.stderr.count("cached") == 11 + 9 + 17  # all but the two damaged jobs
     assert np.load(damaged).shape[1] == 10  # rewritten whole
+    np.testing.assert_array_equal(np.load(maps), before)  # recomputed, the same
     assert json.loads(proc.stdout)["members"] == json.loads(first.stdout)["members"]
 
 
@@ -103,7 +113,7 @@ def test_dry_run_prints_plan_and_writes_nothing(cli, tmp_path, home):
     spec = write(tmp_path, SPEC)
     code, out, _ = cli("headless", "--spec", spec, "--dry-run", "--json")
     plan = json.loads(out)
-    assert code == 0 and len(plan["jobs"]) == 12
+    assert code == 0 and len(plan["jobs"]) == 12 + 9 + 18  # + features, 2 attribution methods
     assert {j["state"] for j in plan["jobs"]} == {"new"}
     assert not home.exists()
 
@@ -173,17 +183,18 @@ def test_study_is_printed_and_recorded(finished):
     study = json.loads(proc.stdout)["study"]
     figure = study["figure_b"]
     assert figure["sets"] == ["clean", "noise", "contrast"]
-    assert figure["metrics"] == ["label_disagreement", "q_diversity", "double_fault_diversity",
-                                 "kw_variance", "average_accuracy"]
-    assert [len(row) for row in figure["values"]] == [3] * 5
+    assert figure["metrics"] == ["label_disagreement", "attribution_diversity",
+                                 "activation_diversity", "average_accuracy"]
+    assert [len(row) for row in figure["values"]] == [3] * 4
     assert study["teams"][0]["teams"] == 4  # three pairs and one triple
     conn = sqlite3.connect(home / "catalog.db")
     assert conn.execute("SELECT count(*) FROM team_results").fetchone()[0] == 12
-    assert conn.execute("SELECT count(*) FROM figure_b").fetchone()[0] == 15
+    assert conn.execute("SELECT count(*) FROM figure_b").fetchone()[0] == 12
     from ensui.engine.diversity.prediction import PAIRWISE, PROBABILITY
 
     stored = conn.execute("SELECT count(*) FROM pairwise WHERE val_set = 'clean'").fetchone()[0]
-    assert stored == len(PAIRWISE) + len(PROBABILITY)  # one member x member matrix each
+    # one member x member matrix each, + activation and attribution (first and per method)
+    assert stored == len(PAIRWISE) + len(PROBABILITY) + 4
 
 
 def test_study_numbers_match_the_cached_outputs(finished):
@@ -229,7 +240,7 @@ def test_export_every_table(finished, tmp_path):
     teams = json.loads((tmp_path / "json" / "teams.json").read_text())
     assert len(teams) == 12 and "label_disagreement" in teams[0]
     pairwise = json.loads((tmp_path / "json" / "pairwise.json").read_text())
-    assert len(pairwise) == 3 * 9 * 9  # sets x metrics x (3 x 3 members)
+    assert len(pairwise) == 3 * 13 * 9  # sets x metrics x (3 x 3 members)
 
 
 def test_plot_writes_png_and_pdf(finished, tmp_path):
@@ -297,3 +308,56 @@ def test_parquet_export(finished, tmp_path):
         assert proc.returncode == 2 and "Parquet export needs pyarrow" in proc.stderr
         return
     assert proc.returncode == 0 and pq.read_table(tmp_path / "members.parquet").num_rows == 9
+
+
+def _probe_arrays(home, kind: str, val_set: str, method: str | None = None) -> dict:
+    from pathlib import Path
+
+    conn = sqlite3.connect(home / "catalog.db")
+    rows = conn.execute("SELECT member, artifact, params FROM jobs WHERE kind = ?", [kind])
+    found = {}
+    for member, folder, params in rows:
+        params = json.loads(params)
+        if params["val_set"] == val_set and params.get("method") == method:
+            found[member] = {p.stem: np.load(p) for p in Path(folder).glob("*.npy")}
+    return found
+
+
+def test_attribution_and_activation_diversity_match_the_cached_arrays(finished):
+    """Team values recomputed independently from the maps and features on disk."""
+    from ensui.engine.diversity.activation import hsic
+
+    _, home, _ = finished
+    maps = _probe_arrays(home, "attribute", "noise", "integrated_gradients")
+    a, b = maps["SqueezeNet"]["maps"].astype(np.float64), maps["mnas"]["maps"].astype(np.float64)
+    assert a.shape == (24, 196) and np.array_equal(maps["SqueezeNet"]["ids"], maps["mnas"]["ids"])
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    feats = _probe_arrays(home, "activations", "noise")
+    x, y = (feats[m]["features"].astype(np.float64) for m in ("SqueezeNet", "mnas"))
+    assert len(x) == 100
+    batches = [slice(s, s + 32) for s in (0, 32, 64)]  # the last 4 rows are dropped
+    kl, kk, ll = (np.mean([hsic(p[s] @ p[s].T, q[s] @ q[s].T) for s in batches])
+                  for p, q in ((x, y), (x, x), (y, y)))
+    conn = sqlite3.connect(home / "catalog.db")
+    (diversity,) = conn.execute("SELECT diversity FROM team_results WHERE val_set = 'noise' "
+                                "AND team = 'SqueezeNet + mnas'").fetchone()
+    diversity = json.loads(diversity)
+    assert diversity["attribution_diversity"] == pytest.approx(1 - cosine.mean())
+    assert diversity["attribution_diversity:integrated_gradients"] == pytest.approx(
+        1 - cosine.mean())
+    assert diversity["activation_diversity"] == pytest.approx(1 - kl / np.sqrt(kk * ll))
+    assert "attribution_diversity:saliency" in diversity
+
+
+def test_attribution_targets_are_the_true_labels(finished):
+    _, home, _ = finished
+    maps = _probe_arrays(home, "attribute", "clean", "saliency")["deit_tiny_p16_224"]
+    conn = sqlite3.connect(home / "catalog.db")
+    (folder,) = conn.execute("SELECT j.artifact FROM jobs j JOIN results r ON r.job_key = j.key "
+                             "WHERE r.val_set = 'clean' AND j.member = 'SqueezeNet'").fetchone()
+    from pathlib import Path
+
+    ids = list(np.load(Path(folder) / "ids.npy"))
+    labels = np.load(Path(folder) / "labels.npy")
+    expected = [labels[ids.index(i)] for i in maps["ids"]]
+    assert maps["targets"].tolist() == expected

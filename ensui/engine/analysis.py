@@ -39,7 +39,7 @@ def team_table(ensemble_rows: Sequence[dict], diversity_rows: Sequence[dict]) ->
 
 
 def _column(rows: Sequence[dict], key: str) -> np.ndarray:
-    return np.array([np.nan if row[key] is None else row[key] for row in rows], np.float64)
+    return np.array([np.nan if row.get(key) is None else row[key] for row in rows], np.float64)
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -45,7 +45,8 @@ class Plan:
 
 def make_plan(spec: Spec, catalog: Catalog, spec_path: Path | None = None,
               num_classes: int | None = None) -> Plan:
-    """Jobs for every member (train, then evaluate on each validation set)."""
+    """Jobs for every member: train, evaluate on each validation set, then (for the
+    analysis) penultimate features and attribution maps on each set's subset."""
     classes = num_classes or count_classes(spec)
     jobs: list[Job] = []
     for index, member in enumerate(spec.members):
@@ -53,6 +54,7 @@ def make_plan(spec: Spec, catalog: Catalog, spec_path: Path | None = None,
         train = _train_job(spec, member, row, classes, index, spec_path)
         jobs.append(train)
         jobs += [_eval_job(spec, member, row, train, name) for name in spec.validation.sets]
+    jobs += _analysis_jobs(spec, [j for j in jobs if j.kind == "evaluate"])
     exp_id = content_key({"name": spec.name, "jobs": [j.key for j in jobs],
                           "members": [m.label for m in spec.members]})
     return Plan(exp_id, jobs)
@@ -136,3 +138,41 @@ def _eval_job(spec: Spec, member: MemberSpec, row: dict, train: Job, name: str) 
                    "seed": val.seed}
     return Job(content_key({"kind": "evaluate", **params}), "evaluate", member.label,
                row["id"], params, depends=train.key)
+
+
+def _analysis_jobs(spec: Spec, evals: list[Job]) -> list[Job]:
+    """Activation and attribution jobs per evaluation (member × set). Their keys hold what
+    decides their arrays; the CKA batch and the similarity are applied later, in the study."""
+    analysis = spec.analysis
+    if not analysis.enabled:
+        return []
+    jobs = []
+    for ev in evals:
+        data = {k: v for k, v in ev.params.items() if k != "store"}  # train key + set identity
+        if analysis.activation.enabled:
+            act = analysis.activation
+            params = {**data, "samples": act.samples, "sample_seed": act.seed}
+            jobs.append(_derived(ev, "activations", params))
+        if analysis.attribution.enabled:
+            jobs += [_derived(ev, "attribute", _attribution_params(spec, ev, data, method, evals))
+                     for method in analysis.attribution.methods]
+    return jobs
+
+
+def _attribution_params(spec: Spec, ev: Job, data: dict, method: str, evals: list[Job]) -> dict:
+    cfg = spec.analysis.attribution
+    params = {**data, "method": method, "samples": cfg.samples, "sample_seed": cfg.seed,
+              "target": cfg.target, "grid": cfg.grid, "reduction": cfg.reduction}
+    if method == "integrated_gradients":
+        params["n_steps"] = cfg.n_steps
+    if method == "gradient_shap":
+        params["shap_samples"] = cfg.shap_samples
+    if cfg.target == "ensemble":  # the prediction of all members' averaged probabilities
+        params["target_from"] = [j.key for j in evals
+                                 if j.params["val_set"] == ev.params["val_set"]]
+    return params
+
+
+def _derived(ev: Job, kind: str, params: dict) -> Job:
+    return Job(content_key({"kind": kind, **params}), kind, ev.member, ev.model_id, params,
+               depends=ev.params["train_key"])

@@ -12,9 +12,14 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+import torch
+
 from ensui.catalog import Catalog
 from ensui.engine import evaluate as ev
-from ensui.engine import artifacts
+from ensui.engine import artifacts, probe_cache
+from ensui.engine.attribute import attribution_maps, features
+from ensui.engine.data.sample import take_sample
 from ensui.engine.device import resolve_device
 from ensui.engine.models.factory import build_model, load_weights
 from ensui.engine.plan import Job, Plan
@@ -47,11 +52,14 @@ class Runner:
     def run(self) -> RunSummary:
         for job in self.plan.of_kind("train"):
             self._attempt(job, self._train)
-        for job in self.plan.of_kind("evaluate"):
-            if job.depends in self.summary.failed:
-                self._fail(job, f"its training job {job.depends} failed", 0.0)
-                continue
-            self._attempt(job, self._evaluate)
+        work = {"evaluate": self._evaluate, "activations": self._activations,
+                "attribute": self._attribute}
+        for kind, do in work.items():
+            for job in self.plan.of_kind(kind):
+                if job.depends in self.summary.failed:
+                    self._fail(job, f"its training job {job.depends} failed", 0.0)
+                    continue
+                self._attempt(job, do)
         return self.summary
 
     # -- bookkeeping ----------------------------------------------------------------
@@ -90,14 +98,16 @@ class Runner:
             return False
         if job.kind == "train":
             return artifacts.is_intact(self._run_dir(job.key) / supervised.WEIGHTS)
-        return (self.catalog.result(job.key) is not None
-                and ev.outputs_intact(self._out_dir(job), job.params["store"]))
+        if job.kind == "evaluate":
+            return (self.catalog.result(job.key) is not None
+                    and ev.outputs_intact(self._out_dir(job), job.params["store"]))
+        return probe_cache.intact(self._out_dir(job), job.kind)
 
     def _run_dir(self, train_key: str):
         return self.home.runs / train_key
 
-    def _out_dir(self, job: Job):
-        return self.home.outputs / job.key
+    def _out_dir(self, job: Job | str):
+        return self.home.outputs / (job if isinstance(job, str) else job.key)
 
     # -- work -----------------------------------------------------------------------
 
@@ -145,3 +155,45 @@ class Runner:
                                    acc, nll, n)
         self.listen({"type": "result", "job": job, "accuracy": acc, "n": n})
         return str(self._out_dir(job))
+
+    def _sample(self, job: Job):
+        """The member's trained model, its image size and the job's seeded subset."""
+        train_params = self.catalog.job(job.depends)["params"]
+        model = self._trained_model(job.depends, train_params)
+        dataset = self.workspace.valset(job.params["val_set"])
+        index, sample = take_sample(dataset, job.params["samples"], job.params["sample_seed"])
+        return model, train_params["image_size"], index, sample
+
+    def _activations(self, job: Job) -> str:
+        model, size, _, sample = self._sample(job)
+        feats = features(model, sample.images, self.device, size,
+                         self.spec.evaluation.batch_size)
+        probe_cache.save(self._out_dir(job), "activations", features=feats,
+                         ids=np.asarray(sample.ids, dtype=str))
+        return str(self._out_dir(job))
+
+    def _attribute(self, job: Job) -> str:
+        model, size, index, sample = self._sample(job)
+        p = job.params
+        targets = sample.labels if p["target"] == "label" else self._ensemble_targets(job, index)
+        cfg = self.spec.analysis.attribution
+        maps = attribution_maps(model, sample.images, targets, p["method"], cfg, self.device,
+                                size)
+        probe_cache.save(self._out_dir(job), "attribute", maps=maps,
+                         targets=targets.numpy().astype(np.int64),
+                         ids=np.asarray(sample.ids, dtype=str))
+        return str(self._out_dir(job))
+
+    def _ensemble_targets(self, job: Job, index: np.ndarray) -> torch.Tensor:
+        """The class the ensemble of every member (averaged probabilities) predicts."""
+        total = None
+        for key in job.params["target_from"]:
+            row = self.catalog.job(key)
+            outputs = ev.load_outputs(self._out_dir(key), row["params"]["store"]) if row else None
+            if outputs is None:
+                raise RuntimeError("the ensemble target needs every member's outputs on "
+                                   f"{job.params['val_set']}; evaluation {key} has none")
+            probs = torch.from_numpy(outputs.values[index].astype(np.float32))
+            probs = probs if outputs.kind == "probs" else probs.softmax(1)
+            total = probs if total is None else total + probs
+        return total.argmax(1)

@@ -120,8 +120,57 @@ class MemberSpec(_Strict):
 
 
 IMPROVEMENTS = ("vs_mean", "vs_best", "eir", "nll_gain")
-DEFAULT_FIGURE_ROWS = ("label_disagreement", "q_diversity", "double_fault_diversity",
-                       "kw_variance", "average_accuracy")
+DEFAULT_FIGURE_ROWS = ("label_disagreement", "attribution_diversity", "activation_diversity",
+                       "average_accuracy")
+ATTRIBUTION_METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "gradient_shap",
+                       "layer_grad_cam")
+SIMILARITIES = ("cosine", "spearman", "topk")
+
+
+class AttributionSpec(_Strict):
+    """Input-attribution diversity (methods.md §4): maps of every member for the same
+    images and target, pooled to a common grid, compared image by image."""
+
+    enabled: bool = True
+    methods: list[Literal[ATTRIBUTION_METHODS]] = Field(
+        default_factory=lambda: ["integrated_gradients"], min_length=1,
+        description="captum methods; the first gives the metric attribution_diversity")
+    samples: PositiveInt = Field(256, description="seeded subset of each validation set")
+    seed: int = 0
+    target: Literal["label", "ensemble"] = Field(
+        "label", description="class attributed for every member: the true label or the "
+                             "prediction of the ensemble of all members (average)")
+    grid: PositiveInt = Field(14, description="maps are pooled to grid × grid cells")
+    reduction: Literal["abs_sum", "sum", "l2"] = Field("abs_sum", description="over channels")
+    similarity: Literal[SIMILARITIES] = "cosine"
+    topk_fraction: float = Field(0.05, gt=0, le=1, description="share of cells for 'topk'")
+    n_steps: PositiveInt = Field(32, description="integration steps of integrated_gradients")
+    shap_samples: PositiveInt = Field(16, description="samples per image of gradient_shap")
+    batch_size: PositiveInt = Field(16, description="images per attribution call")
+
+    @field_validator("methods")
+    @classmethod
+    def _once_each(cls, methods: list[str]) -> list[str]:
+        if len(set(methods)) != len(methods):
+            raise ValueError("a method is named twice")
+        return methods
+
+    def metric_names(self) -> list[str]:
+        """`attribution_diversity` (first method), and one per method when there are several."""
+        names = ["attribution_diversity"]
+        return names + [f"attribution_diversity:{m}" for m in self.methods] if len(
+            self.methods) > 1 else names
+
+
+class ActivationSpec(_Strict):
+    """Activation diversity (methods.md §5): 1 − linear CKA of penultimate features."""
+
+    enabled: bool = True
+    samples: PositiveInt | None = Field(2048, description="seeded subset; null: the whole set")
+    seed: int = 0
+    batch_size: Annotated[int, Field(ge=4)] = Field(
+        256, description="fixed CKA minibatch; the last partial batch is dropped")
+    estimator: Literal["unbiased", "biased"] = "unbiased"
 
 
 class AnalysisSpec(_Strict):
@@ -141,17 +190,33 @@ class AnalysisSpec(_Strict):
     seed: int = 0
     reference_member: str | None = Field(
         None, description="baseline member for corruption error CE/mCE (e.g. a ResNet50)")
+    attribution: AttributionSpec = Field(default_factory=AttributionSpec)
+    activation: ActivationSpec = Field(default_factory=ActivationSpec)
 
-    @field_validator("metrics")
-    @classmethod
-    def _known_metrics(cls, metrics: list[str]) -> list[str]:
+    @model_validator(mode="after")
+    def _known_metrics(self):
         from ensui.engine.diversity import METRICS
 
-        known = (*METRICS, "average_accuracy")
-        for name in metrics:
-            if name not in known:
-                raise ValueError(f"unknown metric '{name}'{_suggest(name, known)}")
-        return metrics
+        known = (*METRICS, "average_accuracy", *self.extra_metrics())
+        for name in self.metrics:
+            if name in known:
+                continue
+            why = self._disabled(name)
+            raise ValueError(f"metrics: {why}" if why else
+                             f"metrics: unknown metric '{name}'{_suggest(name, known)}")
+        return self
+
+    def extra_metrics(self) -> list[str]:
+        """Metrics beyond prediction diversity that this analysis computes."""
+        names = self.attribution.metric_names() if self.attribution.enabled else []
+        return names + (["activation_diversity"] if self.activation.enabled else [])
+
+    def _disabled(self, name: str) -> str | None:
+        if name.startswith("attribution_diversity") and not self.attribution.enabled:
+            return f"'{name}' needs attribution.enabled: true"
+        if name == "activation_diversity" and not self.activation.enabled:
+            return f"'{name}' needs activation.enabled: true"
+        return None
 
 
 class EvaluationSpec(_Strict):

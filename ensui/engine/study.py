@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ensui.catalog import Catalog
-from ensui.engine import analysis
-from ensui.engine.diversity import prediction_diversity
+from ensui.engine import analysis, probe_cache
+from ensui.engine.diversity import prediction_diversity, representation
 from ensui.engine.ensembles import MemberOutputs, score_teams, teams
 from ensui.engine.evaluate import load_outputs
 from ensui.engine.plan import Plan
@@ -32,6 +32,7 @@ class Study:
     figure_b: dict | None = None
     resilience: list[dict] = field(default_factory=list)
     corruption_errors: list[dict] = field(default_factory=list)  # member x corruption CE
+    notes: list[str] = field(default_factory=list)  # metrics left out, and why
 
 
 def run_study(spec: Spec, plan: Plan, catalog: Catalog, home: Home) -> Study | None:
@@ -42,12 +43,20 @@ def run_study(spec: Spec, plan: Plan, catalog: Catalog, home: Home) -> Study | N
         return None
     cfg = spec.analysis
     study = Study(members, skipped)
+    probes = _collect_probes(plan, catalog, home)
     team_errors: dict[str, dict] = {}
     for set_name in spec.validation.sets:
         per_member = MemberOutputs.from_outputs({m: outputs[m][set_name] for m in members})
         team_list = teams(members, _sizes(cfg.team_sizes, len(members)), cfg.teams)
         ensemble_rows = score_teams(per_member, team_list, cfg.consensus)
         diversity_rows, study.matrices[set_name] = prediction_diversity(per_member, team_list)
+        found = _probe_matrices(probes, members, set_name, cfg)
+        study.notes += [f"{metric} on {set_name}: a member's cached arrays are missing"
+                        for metric in cfg.extra_metrics() if metric not in found]
+        for metric, matrix in found.items():
+            study.matrices[set_name][metric] = matrix
+            for row, value in zip(diversity_rows, representation.team_means(matrix, team_list)):
+                row[metric] = value
         study.team_rows[set_name] = analysis.team_table(ensemble_rows, diversity_rows)
         if set_name != "clean":
             _add_team_part_errors(team_errors, per_member, team_list, outputs[members[0]][set_name].ids)
@@ -77,6 +86,43 @@ def _collect_outputs(spec: Spec, plan: Plan, catalog: Catalog, home: Home):
         else:
             outputs[job.member][job.params["val_set"]] = loaded
     return outputs, skipped
+
+
+def _collect_probes(plan: Plan, catalog: Catalog, home: Home) -> dict[str, dict]:
+    """{"activations" or the attribution method: {set: {member: arrays}}} of done jobs."""
+    probes: dict[str, dict] = {}
+    for job in plan.jobs:
+        if job.kind not in probe_cache.ARRAYS:
+            continue
+        row = catalog.job(job.key)
+        arrays = probe_cache.load(home.outputs / job.key, job.kind) if (
+            row and row["status"] == "done") else None
+        if arrays is not None:
+            name = job.params.get("method", job.kind)
+            probes.setdefault(name, {}).setdefault(job.params["val_set"], {})[job.member] = arrays
+    return probes
+
+
+def _probe_matrices(probes: dict, members: list[str], set_name: str, cfg) -> dict:
+    """Attribution and activation diversity matrices, for those every member has."""
+    def complete(name: str) -> dict | None:
+        per_member = probes.get(name, {}).get(set_name, {})
+        return per_member if all(m in per_member for m in members) else None
+
+    matrices = {}
+    if cfg.activation.enabled and (found := complete("activations")):
+        matrices["activation_diversity"] = representation.activation_matrix(
+            found, members, cfg.activation)
+    if cfg.attribution.enabled:
+        methods = cfg.attribution.methods
+        for method in methods:
+            if found := complete(method):
+                matrix = representation.attribution_matrix(found, members, cfg.attribution)
+                if method == methods[0]:
+                    matrices["attribution_diversity"] = matrix
+                if len(methods) > 1:
+                    matrices[f"attribution_diversity:{method}"] = matrix
+    return matrices
 
 
 def _resilience(study: Study, outputs: dict, spec: Spec) -> list[dict]:

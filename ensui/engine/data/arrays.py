@@ -33,6 +33,9 @@ class ImageArray:
         return ImageArray(self.images[index], self.labels[index],
                           tuple(self.ids[i] for i in index.tolist()), self.classes)
 
+    def take(self, index) -> "ImageArray":
+        return self.subset(torch.as_tensor(index, dtype=torch.int64))
+
     def head(self, n: int) -> "ImageArray":
         return self.subset(torch.arange(min(n, len(self))))
 

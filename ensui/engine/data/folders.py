@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from ensui.engine.data.arrays import ImageArray
 from ensui.errors import EnsuiError
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
@@ -78,6 +79,12 @@ class FolderImages:
         self.ids, self.labels = self.ids[:n], self.labels[:n]
         self._files = _Files(self._files.paths[:n], self._files.labels[:n], self._files.transform)
         return self
+
+    def take(self, index) -> ImageArray:
+        """The images at positions `index`, decoded directly (no pass over the folder)."""
+        images = torch.stack([self._files[int(i)][0] for i in index])
+        return ImageArray(images, self.labels[index], tuple(self.ids[i] for i in index),
+                          self.classes)
 
     def batches(self, batch_size: int):
         loader = DataLoader(self._files, batch_size=batch_size, shuffle=False,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ensui.engine import artifacts
+from ensui.engine.data.arrays import ImageArray
 from ensui.engine.data.corruptions import CATEGORIES, constants_for, corrupt
 from ensui.engine.data.folders import FolderImages
 from ensui.errors import EnsuiError
@@ -47,6 +48,18 @@ class PartSet:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def take(self, index: np.ndarray) -> ImageArray:
+        """The samples at sorted positions `index` of the concatenated parts."""
+        chosen, offset = [], 0
+        for part in self.parts:
+            local = index[(index >= offset) & (index < offset + len(part))] - offset
+            if local.size:
+                chosen.append(part.take(local))
+            offset += len(part)
+        return ImageArray(torch.cat([c.images for c in chosen]),
+                          torch.cat([c.labels for c in chosen]),
+                          tuple(i for c in chosen for i in c.ids), ())
+
     def batches(self, batch_size: int):
         offset = 0
         for part in self.parts:
@@ -63,6 +76,10 @@ class ArrayPart:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def take(self, index: np.ndarray) -> ImageArray:
+        images = torch.from_numpy(np.ascontiguousarray(self.images[index]))
+        return ImageArray(images, self.labels[index], tuple(self.ids[i] for i in index), ())
 
     def batches(self, batch_size: int):
         for start in range(0, len(self), batch_size):

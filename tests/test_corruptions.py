@@ -289,4 +289,8 @@ def test_gpu_matches_cpu(name, small):
     cpu = corrupt(small, name, 3, range(8))
     gpu = corrupt(small.cuda(), name, 3, range(8))
     assert gpu.device.type == "cuda"
-    assert (gpu.cpu().float() - cpu.float()).abs().max() <= 1
+    diff = (gpu.cpu().float() - cpu.float()).abs()
+    # JPEG rounds quantized DCT coefficients: a float difference that flips one rounding
+    # moves a few pixels of its 8 × 8 block by a couple of levels (2 seen on an H200).
+    assert diff.max() <= (3 if name == "jpeg_compression" else 1)
+    assert diff.mean() < 0.5

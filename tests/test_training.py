@@ -110,3 +110,16 @@ def test_checkpoint_write_errors_reach_the_caller(digits, tmp_path, monkeypatch)
     monkeypatch.setattr(supervised.artifacts, "save_state", disk_full)
     with pytest.raises(OSError, match="No space left"):
         supervised.train(_model(), data, val, _params(epochs=1), tmp_path, torch.device("cpu"))
+
+
+def test_mnasnet_resumes_from_its_checkpoint(digits, tmp_path):
+    """torchvision's MNASNet refuses a state_dict that lost its version metadata."""
+    data, val = digits
+    arch = {"family": "mnasnet", "alpha": 1.0, "dropout": 0.2}
+    with pytest.raises(supervised.Stopped):
+        supervised.train(build_model(arch, "tiny", 10, 32, seed=0), data, val, _params(),
+                         tmp_path, torch.device("cpu"), should_stop=iter([False, True]).__next__)
+    seen = []
+    supervised.train(build_model(arch, "tiny", 10, 32, seed=0), data, val, _params(), tmp_path,
+                     torch.device("cpu"), on_epoch=seen.append)
+    assert [m.epoch for m in seen] == [2]  # resumed after epoch 1

@@ -66,6 +66,7 @@ def pairwise_plots(matrices: list[dict], folder: Path) -> list[Path]:
     for m in matrices:
         paths += heatmap(m["matrix"], m["members"], m["members"],
                          f"{m['metric']} on {m['val_set']}",
-                         folder / f"pairwise-{m['val_set']}-{m['metric']}", diverging=False,
+                         folder / f"pairwise-{m['val_set']}-{m['metric'].replace(':', '-')}",
+                         diverging=False,
                          label=m["metric"])
     return paths

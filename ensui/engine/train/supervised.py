@@ -117,7 +117,10 @@ def _to_cpu(value):
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu", copy=True)
     if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
+        copy = type(value)((k, _to_cpu(v)) for k, v in value.items())
+        if hasattr(value, "_metadata"):  # module versions, e.g. torchvision MNASNet's,
+            copy._metadata = value._metadata  # which refuses a state_dict without them
+        return copy
     if isinstance(value, (list, tuple)):
         return type(value)(_to_cpu(v) for v in value)
     return value

@@ -188,6 +188,41 @@ def plot(ctx: typer.Context,
         out.print(str(path), highlight=False)
 
 
+@app.command()
+def cka(ctx: typer.Context,
+        experiment: Annotated[str, typer.Argument(help="experiment id, id prefix or name")],
+        member_a: Annotated[str, typer.Argument(help="first member (rows)")],
+        member_b: Annotated[str, typer.Argument(help="second member (columns)")],
+        val_set: Annotated[str, typer.Option("--set", help="validation set")] = "clean",
+        samples: Annotated[int, typer.Option(help="seeded images of the set", min=4)] = 512,
+        out_dir: Annotated[Optional[Path], typer.Option(
+            "--out", help="also write the heatmap (PNG and PDF) here")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+        home: HomeOption = None):
+    """Layer × layer CKA of two trained members: how each stage of one relates to each
+    stage of the other (unbiased minibatch CKA of pooled stage outputs)."""
+    from ensui.engine.layer_cka import experiment_layer_cka
+
+    where = _home(ctx, home)
+    catalog = _existing_catalog(where)
+    exp = catalog.find_experiment(experiment)
+    result = experiment_layer_cka(catalog, where, exp, member_a, member_b, val_set, samples)
+    if as_json:
+        sys.stdout.write(json.dumps({**result, "values": result["values"].tolist()}) + "\n")
+    else:
+        from ensui import render
+
+        out.print(render.layer_cka_table(result))
+    if out_dir:
+        from ensui.engine.plots import heatmap
+
+        stem = out_dir / f"layer-cka-{val_set}-{member_a}-{member_b}"
+        values = [[None if v != v else float(v) for v in row] for row in result["values"]]
+        for path in heatmap(values, result["rows"], result["cols"], f"layer CKA on {val_set}",
+                            stem, diverging=False, label="CKA"):
+            out.print(str(path), highlight=False)
+
+
 def _existing_catalog(home: Home):
     from ensui.catalog import Catalog
 

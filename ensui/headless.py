@@ -127,6 +127,8 @@ class _Progress:
             self.bar.advance(self.task)
             if kind == "skipped":
                 self.console.print(f"  {what}: cached", highlight=False)
+            elif kind == "done" and job.kind in ("activations", "attribute"):
+                self.console.print(f"  {what}: done", highlight=False)
             elif kind == "failed":
                 self.console.print(f"  [red]{what} failed:[/] {event['error']}", highlight=False)
         elif kind == "result":

@@ -143,3 +143,15 @@ def _signed(value: float | None) -> str:
         return "—"
     colour = "green" if value > 0 else "red" if value < 0 else "default"
     return f"[{colour}]{value:+.2f}[/]"
+
+
+def layer_cka_table(result: dict) -> Table:
+    """Rows: member a's layers; columns: member b's; cells: CKA (0 unrelated … 1 same)."""
+    table = Table(title=f"Layer CKA: {result['member_a']} × {result['member_b']} on "
+                        f"{result['set']} ({result['samples']} images)")
+    table.add_column(result["member_a"], no_wrap=True)
+    for name in result["cols"]:
+        table.add_column(name, justify="right", no_wrap=True)
+    for name, row in zip(result["rows"], result["values"]):
+        table.add_row(name, *["—" if v != v else f"{v:.2f}" for v in row])
+    return table

@@ -361,3 +361,49 @@ def test_attribution_targets_are_the_true_labels(finished):
     labels = np.load(Path(folder) / "labels.npy")
     expected = [labels[ids.index(i)] for i in maps["ids"]]
     assert maps["targets"].tolist() == expected
+
+
+def test_ensemble_target_reuses_training_and_attributes_the_ensemble_prediction(finished):
+    from pathlib import Path
+
+    spec, home, _ = finished
+    text = spec.read_text().replace("methods: [integrated_gradients, saliency]",
+                                    "methods: [saliency], target: ensemble")
+    other = write(spec.parent, text.replace("name: smoke", "name: smoke-ensemble"), "ensemble.yaml")
+    proc = _ensui(home, "headless", "--spec", other, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch" not in proc.stderr and proc.stderr.count("cached") == 3 + 9 + 9
+    conn = sqlite3.connect(home / "catalog.db")
+    outputs = dict(conn.execute(
+        "SELECT j.member, j.artifact FROM jobs j JOIN results r ON r.job_key = j.key "
+        "WHERE r.val_set = 'contrast'").fetchall())
+    probs = 0
+    for folder in outputs.values():
+        z = np.load(Path(folder) / "logits.npy").astype(np.float32)
+        e = np.exp(z - z.max(1, keepdims=True))
+        probs = probs + e / e.sum(1, keepdims=True)
+    ids = list(np.load(Path(outputs["mnas"]) / "ids.npy"))
+    for params, folder in conn.execute("SELECT params, artifact FROM jobs WHERE kind = 'attribute'"):
+        params = json.loads(params)
+        if params["target"] == "ensemble" and params["val_set"] == "contrast":
+            maps_ids = np.load(Path(folder) / "ids.npy")
+            expected = [probs[ids.index(i)].argmax() for i in maps_ids]
+            assert np.load(Path(folder) / "targets.npy").tolist() == expected
+            assert len(params["target_from"]) == 3
+
+
+def test_layer_cka_of_a_pair(finished, tmp_path):
+    _, home, _ = finished
+    proc = _ensui(home, "cka", "smoke", "mnas", "mnas", "--samples", "64", "--json")
+    assert proc.returncode == 0, proc.stderr
+    same = json.loads(proc.stdout)
+    assert same["rows"] == same["cols"] and same["rows"][-1] == "penultimate"
+    np.testing.assert_allclose(np.diag(same["values"]), 1.0, atol=1e-9)  # a layer with itself
+    proc = _ensui(home, "cka", "smoke", "SqueezeNet", "deit_tiny_p16_224", "--set", "noise",
+                  "--samples", "64", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "block4" in proc.stdout and "features.12" in proc.stdout
+    assert (tmp_path / "layer-cka-noise-SqueezeNet-deit_tiny_p16_224.png").is_file()
+    proc = _ensui(home, "cka", "smoke", "mnas", "resnet")
+    assert proc.returncode == 2 and "'resnet' is not a member" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -69,6 +69,25 @@ CASES = {
                             + GOOD_MEMBERS, ["analysis.teams", "'MNASNet_2' is not a member"]),
     "unknown_consensus": ("name: x\nanalysis:\n  consensus: [median]\n" + GOOD_MEMBERS,
                           ["spec.yaml:3", "analysis.consensus.0", "'average'"]),
+    "unknown_attribution_method": ("name: x\nanalysis:\n  attribution:\n    methods: [occlusion]\n"
+                                   + GOOD_MEMBERS, ["spec.yaml:4", "analysis.attribution.methods.0",
+                                                    "'integrated_gradients'"]),
+    "attribution_method_twice": ("name: x\nanalysis:\n  attribution:\n    methods: [saliency, "
+                                 "saliency]\n" + GOOD_MEMBERS,
+                                 ["analysis.attribution.methods", "named twice"]),
+    "metric_of_disabled_attribution": (
+        "name: x\nanalysis:\n  attribution: {enabled: false}\n  metrics: [attribution_diversity]\n"
+        + GOOD_MEMBERS, ["spec.yaml:4", "analysis.metrics", "needs attribution.enabled: true"]),
+    "metric_of_unlisted_method": (
+        "name: x\nanalysis:\n  metrics: ['attribution_diversity:saliency']\n" + GOOD_MEMBERS,
+        ["analysis.metrics", "unknown metric 'attribution_diversity:saliency'"]),
+    "cka_batch_too_small": ("name: x\nanalysis:\n  activation:\n    batch_size: 3\n" + GOOD_MEMBERS,
+                            ["spec.yaml:4", "analysis.activation.batch_size",
+                             "greater than or equal to 4"]),
+    "unknown_similarity": ("name: x\nanalysis:\n  attribution: {similarity: pearson}\n"
+                           + GOOD_MEMBERS, ["analysis.attribution.similarity", "'cosine'"]),
+    "topk_fraction_zero": ("name: x\nanalysis:\n  attribution: {topk_fraction: 0}\n"
+                           + GOOD_MEMBERS, ["analysis.attribution.topk_fraction", "greater than 0"]),
     "unknown_reference_member": ("name: x\nanalysis:\n  reference_member: ResNet50\n"
                                  + GOOD_MEMBERS, ["analysis.reference_member", "not a member"]),
     "tab_indentation": ("name: x\nmembers:\n\t- MNASNET_1\n", ["YAML syntax error", ":3:"]),

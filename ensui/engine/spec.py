@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
-                      field_validator, model_validator)
+                      ValidationInfo, field_validator, model_validator)
 
 from ensui.engine.data.corruptions import ALL_CORRUPTIONS, CATEGORIES
 from ensui.engine.ensembles import CONSENSUS
@@ -184,39 +184,43 @@ class AnalysisSpec(_Strict):
     consensus: list[Literal[CONSENSUS]] = Field(default_factory=lambda: ["average"], min_length=1)
     improvement: Literal[IMPROVEMENTS] = Field(
         "vs_mean", description="ensemble improvement correlated with each metric")
+    # before `metrics`, whose check reads them
+    attribution: AttributionSpec = Field(default_factory=AttributionSpec)
+    activation: ActivationSpec = Field(default_factory=ActivationSpec)
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_FIGURE_ROWS), min_length=1,
                                description="Figure B rows: diversity metrics and average_accuracy")
     bootstrap: PositiveInt = Field(1000, description="resamples for the 95 % intervals")
     seed: int = 0
     reference_member: str | None = Field(
         None, description="baseline member for corruption error CE/mCE (e.g. a ResNet50)")
-    attribution: AttributionSpec = Field(default_factory=AttributionSpec)
-    activation: ActivationSpec = Field(default_factory=ActivationSpec)
 
-    @model_validator(mode="after")
-    def _known_metrics(self):
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: list[str], info: ValidationInfo) -> list[str]:
         from ensui.engine.diversity import METRICS
 
-        known = (*METRICS, "average_accuracy", *self.extra_metrics())
-        for name in self.metrics:
-            if name in known:
-                continue
-            why = self._disabled(name)
-            raise ValueError(f"metrics: {why}" if why else
-                             f"metrics: unknown metric '{name}'{_suggest(name, known)}")
-        return self
+        attribution, activation = info.data.get("attribution"), info.data.get("activation")
+        if attribution is None or activation is None:
+            return metrics  # their own errors are reported
+        extra = _extra_metrics(attribution, activation)
+        known = (*METRICS, "average_accuracy", *extra)
+        for name in metrics:
+            if name.startswith("attribution_diversity") and not attribution.enabled:
+                raise ValueError(f"'{name}' needs attribution.enabled: true")
+            if name == "activation_diversity" and not activation.enabled:
+                raise ValueError(f"'{name}' needs activation.enabled: true")
+            if name not in known:
+                raise ValueError(f"unknown metric '{name}'{_suggest(name, known)}")
+        return metrics
 
     def extra_metrics(self) -> list[str]:
         """Metrics beyond prediction diversity that this analysis computes."""
-        names = self.attribution.metric_names() if self.attribution.enabled else []
-        return names + (["activation_diversity"] if self.activation.enabled else [])
+        return _extra_metrics(self.attribution, self.activation)
 
-    def _disabled(self, name: str) -> str | None:
-        if name.startswith("attribution_diversity") and not self.attribution.enabled:
-            return f"'{name}' needs attribution.enabled: true"
-        if name == "activation_diversity" and not self.activation.enabled:
-            return f"'{name}' needs activation.enabled: true"
-        return None
+
+def _extra_metrics(attribution: AttributionSpec, activation: ActivationSpec) -> list[str]:
+    names = attribution.metric_names() if attribution.enabled else []
+    return names + (["activation_diversity"] if activation.enabled else [])
 
 
 class EvaluationSpec(_Strict):
@@ -286,7 +290,12 @@ def load_spec(path: str | Path) -> Spec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: spec file not found")
-    text = path.read_text()
+    return parse_spec(path.read_text(), path)
+
+
+def parse_spec(text: str, path: Path) -> Spec:
+    """A spec from its text (e.g. the copy an experiment recorded); `path` names it in
+    errors and anchors its relative paths."""
     data, lines = _parse_yaml(text, path)
     try:
         spec = Spec.model_validate(data)

@@ -75,7 +75,9 @@ def _study(spec, plan: Plan, catalog: Catalog, home: Home, err: Console) -> dict
             "members": study.members, "teams": team_summary(study.team_rows, consensus),
             "resilience": resilience_summary(study.resilience, study.corruption_errors,
                                              study.members),
-            "figure_b": study.figure_b}
+            "figure_b": study.figure_b,
+            "choices": {"attribution": spec.analysis.attribution.model_dump(),
+                        "activation": spec.analysis.activation.model_dump()}}
 
 
 def _print_plan(plan: Plan, catalog: Catalog | None, as_json: bool, out: Console) -> int:

@@ -187,6 +187,8 @@ def test_study_is_printed_and_recorded(finished):
                                  "activation_diversity", "average_accuracy"]
     assert [len(row) for row in figure["values"]] == [3] * 4
     assert study["teams"][0]["teams"] == 4  # three pairs and one triple
+    assert study["choices"]["attribution"]["methods"] == ["integrated_gradients", "saliency"]
+    assert study["choices"]["activation"]["estimator"] == "unbiased"
     conn = sqlite3.connect(home / "catalog.db")
     assert conn.execute("SELECT count(*) FROM team_results").fetchone()[0] == 12
     assert conn.execute("SELECT count(*) FROM figure_b").fetchone()[0] == 12

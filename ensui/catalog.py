@@ -19,6 +19,7 @@ from pathlib import Path
 import sqlite_utils
 
 from ensui import paper
+from ensui.catalog_queue import FollowMixin, QueueMixin, migration_4
 from ensui.errors import UnknownIdError
 
 BUSY_TIMEOUT_S = 30.0
@@ -111,11 +112,11 @@ def _migration_3(db: sqlite_utils.Database) -> None:
 
 # Ordered; entry i upgrades the schema from version i to i + 1. Never edit a shipped one.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2,
-                                                             _migration_3]
+                                                             _migration_3, migration_4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class Catalog:
+class Catalog(QueueMixin, FollowMixin):
     """A handle on one catalog file; cheap to open, safe to open from many processes."""
 
     def __init__(self, path: str | Path):
@@ -236,25 +237,6 @@ class Catalog:
     def job(self, key: str) -> dict | None:
         rows = list(self.db.query("SELECT * FROM jobs WHERE key = ?", [key]))
         return _decode(rows[0]) if rows else None
-
-    def start_job(self, key: str) -> None:
-        self.db.execute(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, started = ?, "
-            "error = NULL WHERE key = ?", [_now(), key])
-
-    def finish_job(self, key: str, artifact: str, seconds: float) -> None:
-        self.db.execute(
-            "UPDATE jobs SET status = 'done', finished = ?, seconds = ?, artifact = ?, "
-            "error = NULL WHERE key = ?", [_now(), seconds, artifact, key])
-
-    def requeue_job(self, key: str, reason: str) -> None:
-        """Back to queued (interrupted, not failed): the next run resumes it."""
-        self.db.execute("UPDATE jobs SET status = 'queued', error = ? WHERE key = ?", [reason, key])
-
-    def fail_job(self, key: str, error: str, seconds: float | None = None) -> None:
-        self.db.execute(
-            "UPDATE jobs SET status = 'failed', finished = ?, seconds = ?, error = ? WHERE key = ?",
-            [_now(), seconds, error[:2000], key])
 
     def experiment_jobs(self, exp_id: str) -> list[dict]:
         return [_decode(r) for r in self.db.query(
@@ -394,7 +376,7 @@ def _flatten_team(row: dict) -> dict:
 
 
 _JSON_COLUMNS = {"arch", "optimizer", "scheduler", "epochs", "extra", "depth", "expansion",
-                 "width", "params"}
+                 "width", "params", "deps"}
 
 
 def _decode(row: dict) -> dict:

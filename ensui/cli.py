@@ -139,12 +139,18 @@ def _plan(spec, spec_path: Path, home: Home):
 def headless(ctx: typer.Context,
              spec_file: Annotated[Path, typer.Option("--spec", help="experiment spec (YAML)")],
              home: HomeOption = None, as_json: JsonOption = False,
-             dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan only")] = False):
-    """Run a spec: train, evaluate, print the accuracy table. Exit 0 / 1 (a job failed) / 2."""
+             dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan only")] = False,
+             workers: Annotated[Optional[int], typer.Option(
+                 help="CPU workers to start (default: one per GPU, else one); 0 runs the "
+                      "jobs in this process", min=0)] = None,
+             detach: Annotated[bool, typer.Option(
+                 "--detach", help="queue, start the workers, return at once")] = False):
+    """Run a spec: queue its jobs, run them through workers, print the results.
+    Exit 0 / 1 (a job failed) / 2 (invalid input) / 130 (interrupted; re-run to resume)."""
     from ensui.headless import run_headless
 
     code = run_headless(spec_file, _home(ctx, home), as_json=as_json, dry_run=dry_run,
-                        out=out, err=err)
+                        out=out, err=err, workers=workers, detach=detach)
     raise typer.Exit(code)
 
 
@@ -229,6 +235,14 @@ def _existing_catalog(home: Home):
     if not home.catalog.exists():
         raise EnsuiError(f"no catalog at {home.catalog}; run an experiment first")
     return Catalog(home.catalog)
+
+
+from ensui import cli_jobs  # noqa: E402  (registers on `app`, which it imports)
+
+app.add_typer(cli_jobs.jobs_app, name="jobs")
+app.add_typer(cli_jobs.workers_app, name="workers")
+app.command("worker")(cli_jobs.worker)
+app.command("status")(cli_jobs.status)
 
 
 def main() -> None:

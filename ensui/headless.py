@@ -1,29 +1,41 @@
-"""`ensui headless --spec FILE`: validate, plan, run, print. Progress goes to stderr;
-the result table (or `--json`) to stdout, so scripts can pipe it.
+"""`ensui headless --spec FILE`: validate, plan, queue, run through workers, print.
+Progress goes to stderr; the result table (or `--json`) to stdout, so scripts can pipe it.
+
+The jobs go to the catalog's queue, like the app's. By default this process starts
+workers and follows them in the foreground; Ctrl-C stops them (their jobs go back to the
+queue) and a re-run resumes. `--detach` leaves the workers running and returns at once;
+`--workers 0` runs the jobs in this process.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ensui.catalog import Catalog
 from ensui.engine.plan import Plan, make_plan
 from ensui.engine.report import accuracy_table, resilience_summary, team_summary
-from ensui.engine.run import Runner
+from ensui.engine.runtime import pool
+from ensui.engine.runtime.work import intact
+from ensui.engine.runtime.worker import STALE_S, Worker
 from ensui.engine.spec import load_spec
 from ensui.engine.study import run_study
 from ensui.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK
 from ensui.home import Home
 from ensui import render
 
+POLL_S = 0.5
+MAX_RESPAWNS = 3
+
 
 def run_headless(spec_file: Path, home: Home, *, as_json: bool, dry_run: bool,
-                 out: Console, err: Console) -> int:
+                 out: Console, err: Console, workers: int | None = None,
+                 detach: bool = False) -> int:
     spec = load_spec(spec_file)
     existing = Catalog(home.catalog) if home.catalog.exists() else None
     plan = make_plan(spec, existing or Catalog.memory(), spec_file)  # nothing written yet
@@ -32,27 +44,126 @@ def run_headless(spec_file: Path, home: Home, *, as_json: bool, dry_run: bool,
     catalog = existing or Catalog(home.catalog)
     catalog.record_experiment(plan.experiment_id, spec.name, str(spec_file.resolve()),
                               spec_file.read_text(), [(j.key, j.member) for j in plan.jobs])
+    redo, cached = _triage(plan, catalog, home)
+    needs = "any" if spec.training.device == "auto" else spec.training.device
+    catalog.enqueue(plan.experiment_id, plan.jobs, redo, needs)
+    for job in cached:
+        err.print(f"  {_what(job.kind, job.params, job.member)}: cached", highlight=False)
+    if detach:
+        return _detach(plan, home, workers, err)
     try:
-        with _Progress(err, len(plan.jobs)) as listener:
-            summary = Runner(spec, plan, catalog, home, listener).run()
+        _run(spec, plan, catalog, home, workers, err)
     except KeyboardInterrupt:
         err.print("interrupted: finished epochs and jobs are kept; run the same command to resume")
         return EXIT_INTERRUPTED
+    return _report(spec, plan, catalog, home, as_json, out, err)
+
+
+def _triage(plan: Plan, catalog: Catalog, home: Home):
+    """(keys to queue again: failed, cancelled, or done with a damaged artifact;
+    jobs done and intact)."""
+    redo, cached = set(), []
+    for job in plan.jobs:
+        row = catalog.job(job.key)
+        if row is None or row["status"] in ("queued", "running"):
+            continue
+        if row["status"] == "done" and intact(home, job.key, job.kind, job.params):
+            cached.append(job)
+        else:
+            redo.add(job.key)
+    return redo, cached
+
+
+def _detach(plan: Plan, home: Home, workers: int | None, err: Console) -> int:
+    chosen = pool.lanes(cpu=workers) if workers else pool.lanes()
+    procs = pool.start(home, chosen, exit_when_idle=True)
+    err.print(f"queued experiment {plan.experiment_id[:8]}; {len(procs)} worker(s) started "
+              f"(pids {', '.join(str(p.pid) for p in procs)}). Follow with `ensui status` or "
+              "`ensui jobs`; run the same command again to print the results.", highlight=False)
+    return EXIT_OK
+
+
+def _run(spec, plan: Plan, catalog: Catalog, home: Home, workers: int | None,
+         err: Console) -> None:
+    follower = _Follower(catalog, plan.experiment_id, err)
+    if spec.executor.kind == "slurm":
+        from ensui.engine.runtime.slurm import run_on_slurm
+
+        run_on_slurm(spec, plan, catalog, home, follower.poll)
+    elif workers == 0:
+        _run_here(plan, home, follower)
+    else:
+        _run_workers(plan, catalog, home, workers, follower)
+    follower.poll()
+
+
+def _run_here(plan: Plan, home: Home, follower: "_Follower") -> None:
+    """Jobs in this process; a thread prints progress from the catalog meanwhile."""
+    stop = threading.Event()
+
+    def follow() -> None:
+        catalog = Catalog(home.catalog)
+        local = _Follower(catalog, follower.exp_id, follower.console, follower.seen)
+        while not stop.wait(POLL_S):
+            local.poll()
+        follower.rowid, follower.seen = local.rowid, local.seen
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        Worker(home, experiment=plan.experiment_id, exit_when_idle=True,
+               poll_s=POLL_S).run(handle_sigterm=False)
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _run_workers(plan: Plan, catalog: Catalog, home: Home, workers: int | None,
+                 follower: "_Follower") -> None:
+    chosen = pool.lanes(cpu=workers) if workers else pool.lanes()
+    procs = pool.start(home, chosen, experiment=plan.experiment_id, exit_when_idle=True)
+    respawns = 0
+    try:
+        while True:
+            time.sleep(POLL_S)
+            follower.poll()
+            progress = catalog.experiment_progress(plan.experiment_id)
+            if not progress.get("queued") and not progress.get("running"):
+                break
+            if all(p.poll() is not None for p in procs):
+                catalog.reap(STALE_S)  # a crashed worker's job goes back to the queue
+                if respawns >= MAX_RESPAWNS:
+                    raise RuntimeError("the workers keep exiting; see the logs in "
+                                       f"{home.root / 'logs'}")
+                respawns += 1
+                procs = pool.start(home, chosen, experiment=plan.experiment_id,
+                                   exit_when_idle=True)
+    except KeyboardInterrupt:
+        pool.stop([p.pid for p in procs])
+        raise
+    for p in procs:
+        p.wait(timeout=60)
+
+
+def _report(spec, plan: Plan, catalog: Catalog, home: Home, as_json: bool, out: Console,
+            err: Console) -> int:
     rows = accuracy_table(plan, catalog, spec.validation.sets)
     study = _study(spec, plan, catalog, home, err)
+    states = catalog.job_states(plan.experiment_id)
+    failed = {k: e or s for k, (s, e) in states.items() if s in ("failed", "cancelled")}
     if as_json:
         _write_json({"experiment": plan.experiment_id, "name": spec.name,
                      "sets": spec.validation.sets, "members": rows,
-                     "study": study, "failed": summary.failed})
+                     "study": study, "failed": failed})
     else:
         out.print(render.accuracy_table(rows, spec.validation.sets))
         if study:
             out.print(render.team_summary_table(study["teams"], study["consensus"]))
             out.print(render.resilience_table(study["resilience"], spec.analysis.reference_member))
             out.print(render.figure_b_table(study["figure_b"], study["improvement"]))
-    for key, message in summary.failed.items():
+    for key, message in failed.items():
         err.print(f"[red]failed[/] {key}: {message}", highlight=False)
-    return EXIT_JOB_FAILED if summary.failed else EXIT_OK
+    return EXIT_JOB_FAILED if failed else EXIT_OK
 
 
 def _study(spec, plan: Plan, catalog: Catalog, home: Home, err: Console) -> dict | None:
@@ -98,41 +209,43 @@ def _write_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
-class _Progress:
-    """Job progress bar plus one line per finished epoch and result, on stderr."""
+def _what(kind: str, params: dict, member: str) -> str:
+    what = " ".join(w for w in (kind, params.get("method"), member) if w)
+    return what + (f" on {params['val_set']}" if params.get("val_set") else "")
 
-    def __init__(self, console: Console, total: int):
-        self.console = console
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=console, transient=True)
-        self.task = self.bar.add_task("jobs", total=total)
 
-    def __enter__(self):
-        self.bar.start()
-        return self
+class _Follower:
+    """Prints an experiment's progress by polling the catalog: one line per finished
+    epoch, result, analysis job and failure."""
 
-    def __exit__(self, *exc):
-        self.bar.stop()
+    def __init__(self, catalog: Catalog, exp_id: str, console: Console,
+                 seen: dict | None = None):
+        self.catalog, self.exp_id, self.console = catalog, exp_id, console
+        self.rowid = 0
+        self.seen = dict(seen) if seen is not None else catalog.job_states(exp_id)
 
-    def __call__(self, event: dict) -> None:
-        job, kind = event["job"], event["type"]
-        what = " ".join([job.kind, job.params.get("method", ""), job.member]).replace("  ", " ")
-        what += f" on {job.params['val_set']}" if "val_set" in job.params else ""
-        if kind == "started":
-            self.bar.update(self.task, description=what)
-        elif kind == "epoch":
-            m = event["metrics"]
-            self.console.print(f"  {job.member} epoch {m.epoch}/{event['epochs']}: loss {m.loss:.3f} "
-                               f"train {100 * m.train_acc:.1f}% val {100 * m.val_acc:.1f}% "
-                               f"({m.seconds:.1f}s)", highlight=False)
-        elif kind in ("done", "skipped", "failed"):
-            self.bar.advance(self.task)
-            if kind == "skipped":
-                self.console.print(f"  {what}: cached", highlight=False)
-            elif kind == "done" and job.kind in ("activations", "attribute"):
-                self.console.print(f"  {what}: done", highlight=False)
-            elif kind == "failed":
-                self.console.print(f"  [red]{what} failed:[/] {event['error']}", highlight=False)
-        elif kind == "result":
-            self.console.print(f"  {what}: {100 * event['accuracy']:.1f}% of {event['n']}",
+    def poll(self) -> None:
+        for e in self.catalog.epochs_after(self.exp_id, self.rowid):
+            self.rowid = e["rowid"]
+            self.console.print(
+                f"  {e['member']} epoch {e['epoch']}/{e['epochs']}: loss {e['loss']:.3f} "
+                f"train {100 * e['train_acc']:.1f}% val {100 * e['val_acc']:.1f}% "
+                f"({e['seconds']:.1f}s)", highlight=False)
+        for key, (status, error) in self.catalog.job_states(self.exp_id).items():
+            if self.seen.get(key, (None,))[0] != status:
+                self.seen[key] = (status, error)
+                self._changed(key, status, error)
+
+    def _changed(self, key: str, status: str, error: str | None) -> None:
+        if status not in ("done", "failed", "cancelled"):
+            return
+        job = self.catalog.job(key)
+        what = _what(job["kind"], job["params"], job["member"])
+        if status != "done":
+            self.console.print(f"  [red]{what} {status}:[/] {error}", highlight=False)
+        elif job["kind"] == "evaluate":
+            result = self.catalog.result(key)
+            self.console.print(f"  {what}: {100 * result['accuracy']:.1f}% of {result['n']}",
                                highlight=False)
+        elif job["kind"] != "train":
+            self.console.print(f"  {what}: done", highlight=False)

@@ -81,16 +81,35 @@ def accuracy_table(rows: list[dict], sets: list[str]) -> Table:
     table.add_column("paper", justify="right")
     for name in sets:
         table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
+    table.add_column("time", justify="right")
+    gpu = any((r.get("cost") or {}).get("gpu_hours") for r in rows)
+    if gpu:
+        table.add_column("GPU-h", justify="right")
     unfinished = any(r["status"] != "done" for r in rows)
     if unfinished:
         table.add_column("status")
     for r in rows:
         cells = ["—" if r["accuracy"][s] is None else f"{r['accuracy'][s]:.1f}" for s in sets]
+        cost = r.get("cost") or {}
+        cells.append(duration(cost.get("wall_s")))
+        if gpu:
+            cells.append("—" if cost.get("gpu_hours") is None else f"{cost['gpu_hours']:.2f}")
         if unfinished:
             cells.append(r["status"] if r["status"] == "done" else f"[red]{r['status']}[/]")
         table.add_row(r["member"], _fmt(r["reported_top1"]), *cells)
-    table.caption = "paper: Figure A's top-1 on ImageNet at 224 px — a reference, not the same task"
+    table.caption = ("paper: Figure A's top-1 on ImageNet at 224 px — a reference, not the same "
+                     "task; time: the member's jobs, summed")
     return table
+
+
+def duration(seconds: float | None) -> str:
+    """90 → '1m30s'; None → '—'."""
+    if seconds is None:
+        return "—"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def team_summary_table(rows: list[dict], consensus: str) -> Table:
@@ -155,3 +174,50 @@ def layer_cka_table(result: dict) -> Table:
     for name, row in zip(result["rows"], result["values"]):
         table.add_row(name, *["—" if v != v else f"{v:.2f}" for v in row])
     return table
+
+
+def _ago(now: float, then: float | None) -> str:
+    return "—" if then is None else duration(now - then)
+
+
+def jobs_table(rows: list[dict], now: float) -> Table:
+    """The queue: state, device, progress, elapsed time and cost per job."""
+    table = Table(title="Jobs (newest first)")
+    for col in ("key", "kind", "member", "set", "state", "device", "progress", "elapsed",
+                "CPU", "peak MB", "error"):
+        table.add_column(col, no_wrap=col not in ("error",), overflow="fold")
+    for r in rows:
+        elapsed = (r["ended"] or now) - r["began"] if r.get("began") else None
+        progress = f"{r['epoch'] or 0}/{r['epochs']}" if r["kind"] == "train" and r.get(
+            "epochs") else ""
+        colour = {"failed": "red", "cancelled": "yellow", "running": "cyan",
+                  "done": "green"}.get(r["status"], "default")
+        table.add_row(r["key"][:10], " ".join(w for w in (r["kind"], r.get("method")) if w),
+                      r["member"], r.get("val_set") or "", f"[{colour}]{r['status']}[/]",
+                      r.get("device") or "", progress, duration(elapsed),
+                      duration(r.get("cpu_s")),
+                      "—" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f}",
+                      (r.get("error") or "")[:80])
+    return table
+
+
+def workers_table(rows: list[dict], now: float) -> Table:
+    table = Table(title="Workers")
+    for col in ("id", "pid", "lane", "state", "job", "heartbeat", "log"):
+        table.add_column(col, no_wrap=col != "log", overflow="fold")
+    for r in rows:
+        table.add_row(r["id"], str(r["pid"]), r["lane"], r["state"], (r.get("job") or "")[:10],
+                      f"{_ago(now, r['heartbeat'])} ago", r.get("log") or "")
+    return table
+
+
+def status_view(data: dict, now: float):
+    """`ensui status`: counts per state, then workers and running jobs."""
+    from rich.console import Group
+
+    order = ("queued", "running", "done", "failed", "cancelled")
+    counts = "  ".join(f"{s} {data['jobs'].get(s, 0)}" for s in order)
+    parts = [f"jobs: {counts}", workers_table(data["workers"], now)]
+    if data["running"]:
+        parts.append(jobs_table(data["running"], now))
+    return Group(*parts)

@@ -35,7 +35,7 @@ def test_schema_and_check_commands(cli):
 
 
 def test_engine_never_imports_textual():
-    code = ("import sys; import ensui.engine.run, ensui.engine.plan, ensui.headless, ensui.cli; "
+    code = ("import sys; import ensui.engine.runtime.worker, ensui.engine.plan, ensui.headless, ensui.cli; "
             "print('textual' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

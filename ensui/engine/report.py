@@ -14,9 +14,11 @@ def accuracy_table(plan: Plan, catalog: Catalog, sets: list[str]) -> list[dict]:
             rows[job.member] = {
                 "member": job.member, "model_id": job.model_id,
                 "reported_top1": catalog.model(job.model_id)["reported_top1"],
-                "status": "done", "accuracy": {s: None for s in sets}, "errors": []}
+                "status": "done", "accuracy": {s: None for s in sets}, "errors": [],
+                "cost": dict.fromkeys(COST, None)}
         row = rows[job.member]
         state = catalog.job(job.key)
+        _add_cost(row["cost"], state or {})
         if state is None or state["status"] != "done":
             row["status"] = state["status"] if state else "queued"
             if state and state.get("error"):
@@ -26,6 +28,20 @@ def accuracy_table(plan: Plan, catalog: Catalog, sets: list[str]) -> list[dict]:
             result = catalog.result(job.key)
             row["accuracy"][job.params["val_set"]] = round(100 * result["accuracy"], 3)
     return list(rows.values())
+
+
+COST = ("wall_s", "cpu_s", "peak_rss_mb", "peak_gpu_mb", "gpu_hours")
+
+
+def _add_cost(total: dict, job: dict) -> None:
+    """A member's cost: times and GPU-hours summed over its jobs, peaks the largest."""
+    for name in COST:
+        value = job.get(name)
+        if value is None:
+            continue
+        old = total[name]
+        total[name] = value if old is None else (
+            max(old, value) if name.startswith("peak") else old + value)
 
 
 def team_summary(team_rows: dict[str, list[dict]], consensus: str) -> list[dict]:

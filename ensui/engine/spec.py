@@ -223,6 +223,24 @@ def _extra_metrics(attribution: AttributionSpec, activation: ActivationSpec) -> 
     return names + (["activation_diversity"] if activation.enabled else [])
 
 
+class ExecutorSpec(_Strict):
+    """Where jobs run: `local` workers (default), or Slurm through submitit, each job a
+    Slurm job whose progress goes to event files in its run folder (never straight into
+    SQLite over a network filesystem); the headless process folds them into the catalog."""
+
+    kind: Literal["local", "slurm"] = "local"
+    partition: str | None = None
+    gpus_per_job: Annotated[int, Field(ge=0)] = 1
+    cpus_per_job: PositiveInt = 8
+    mem_gb: float | None = Field(None, gt=0)
+    time_min: PositiveInt = Field(24 * 60, description="time limit of each Slurm job")
+    array_parallelism: PositiveInt = Field(16, description="Slurm jobs running at once")
+    folder: Path | None = Field(None, description="submitit's folder; default <home>/slurm "
+                                                  "(must be on a filesystem the nodes share)")
+    cluster: Literal["slurm", "local"] = Field(
+        "slurm", description="'local': submitit's LocalExecutor on this machine (tests)")
+
+
 class EvaluationSpec(_Strict):
     store: Literal["logits", "probs"] = "logits"
     batch_size: PositiveInt = 256
@@ -236,7 +254,13 @@ class Spec(_Strict):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     members: list[MemberSpec] = Field(min_length=1)
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_by_name(cls, value: Any):
+        return {"kind": value} if isinstance(value, str) else value
 
     @field_validator("members", mode="before")
     @classmethod

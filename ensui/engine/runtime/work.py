@@ -1,0 +1,143 @@
+"""Doing one job of any kind — train, evaluate, activations, attribute — for a spec.
+
+`JobWork` holds what jobs of one experiment share (its data, loaded once) and keeps the
+last member's trained model, so a worker that runs a member's evaluations one after
+another loads its weights once. Progress goes through a recorder: the catalog when the
+job runs here, event files when it runs on a cluster node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from ensui.engine import artifacts, probe_cache
+from ensui.engine import evaluate as ev
+from ensui.engine.attribute import attribution_maps, features
+from ensui.engine.data.sample import take_sample
+from ensui.engine.models.factory import build_model, load_weights
+from ensui.engine.spec import Spec
+from ensui.engine.train import supervised
+from ensui.engine.workspace import Workspace
+from ensui.home import Home
+
+log = logging.getLogger("ensui.job")
+
+
+class Recorder(Protocol):
+    def epoch(self, key: str, metrics: supervised.EpochMetrics, epochs: int) -> None: ...
+    def result(self, key: str, train_key: str, model_id: str, val_set: str, accuracy: float,
+               nll: float, n: int) -> None: ...
+
+
+class JobWork:
+    def __init__(self, spec: Spec, home: Home, recorder: Recorder, device: torch.device,
+                 train_params: Callable[[str], dict]):
+        self.spec, self.home, self.record, self.device = spec, home, recorder, device
+        self.train_params = train_params  # train key -> that job's params
+        self.workspace = Workspace(spec, home)
+        self._trained: tuple[str, object] | None = None
+        self.should_stop: Callable[[], bool] = lambda: False
+
+    def run(self, key: str, kind: str, params: dict, member: str, model_id: str) -> str:
+        """Do the job; the path of its artifact."""
+        work = {"train": self._train, "evaluate": self._evaluate,
+                "activations": self._activations, "attribute": self._attribute}[kind]
+        return work(key, params, member, model_id)
+
+    # -- models -----------------------------------------------------------------
+
+    def _model(self, params: dict):
+        return build_model(params["arch"], params["scale"], params["num_classes"],
+                           params["image_size"], seed=params["seed"])
+
+    def _trained_model(self, train_key: str):
+        if self._trained is None or self._trained[0] != train_key:
+            self._trained = None  # free the previous model first
+            model = self._model(self.train_params(train_key))
+            load_weights(model, self.home.runs / train_key / supervised.WEIGHTS)
+            self._trained = (train_key, model.to(self.device))
+        return self._trained[1]
+
+    # -- kinds ------------------------------------------------------------------
+
+    def _train(self, key: str, p: dict, member: str, model_id: str) -> str:
+        model = self._model(p)
+        if p["init_weights"]:
+            spec_member = next(m for m in self.spec.members if m.label == member)
+            load_weights(model, spec_member.weights)
+        data = self.workspace.train_data(p["augment"])
+
+        def on_epoch(m: supervised.EpochMetrics) -> None:
+            self.record.epoch(key, m, p["epochs"])
+            log.info("epoch %d/%d: loss %.4f train %.4f val %.4f lr %.4g (%.1f s)", m.epoch,
+                     p["epochs"], m.loss, m.train_acc, m.val_acc, m.lr, m.seconds)
+
+        weights = supervised.train(model, data, self.workspace.clean, p, self.home.runs / key,
+                                   self.device, on_epoch, should_stop=self.should_stop)
+        return str(weights)
+
+    def _evaluate(self, key: str, p: dict, member: str, model_id: str) -> str:
+        train = self.train_params(p["train_key"])
+        model = self._trained_model(p["train_key"])
+        folder = self.home.outputs / key
+        acc, nll, n = ev.evaluate(model, self.workspace.valset(p["val_set"]), folder, p["store"],
+                                  self.device, train["image_size"], self.spec.evaluation.batch_size)
+        self.record.result(key, p["train_key"], model_id, p["val_set"], acc, nll, n)
+        log.info("%s on %s: accuracy %.4f of %d", member, p["val_set"], acc, n)
+        return str(folder)
+
+    def _sample(self, p: dict):
+        model = self._trained_model(p["train_key"])
+        dataset = self.workspace.valset(p["val_set"])
+        index, sample = take_sample(dataset, p["samples"], p["sample_seed"])
+        return model, self.train_params(p["train_key"])["image_size"], index, sample
+
+    def _activations(self, key: str, p: dict, member: str, model_id: str) -> str:
+        model, size, _, sample = self._sample(p)
+        feats = features(model, sample.images, self.device, size, self.spec.evaluation.batch_size)
+        folder = self.home.outputs / key
+        probe_cache.save(folder, "activations", features=feats,
+                         ids=np.asarray(sample.ids, dtype=str))
+        return str(folder)
+
+    def _attribute(self, key: str, p: dict, member: str, model_id: str) -> str:
+        model, size, index, sample = self._sample(p)
+        targets = sample.labels if p["target"] == "label" else self._ensemble_targets(p, index)
+        maps = attribution_maps(model, sample.images, targets, p["method"],
+                                self.spec.analysis.attribution, self.device, size)
+        folder = self.home.outputs / key
+        probe_cache.save(folder, "attribute", maps=maps, targets=targets.numpy().astype(np.int64),
+                         ids=np.asarray(sample.ids, dtype=str))
+        return str(folder)
+
+    def _ensemble_targets(self, p: dict, index: np.ndarray) -> torch.Tensor:
+        """The class the ensemble of every member (averaged probabilities) predicts."""
+        total = None
+        for key in p["target_from"]:
+            outputs = ev.load_outputs(self.home.outputs / key, self.spec.evaluation.store)
+            if outputs is None:
+                raise RuntimeError("the ensemble target needs every member's outputs on "
+                                   f"{p['val_set']}; evaluation {key} has none")
+            probs = torch.from_numpy(outputs.values[index].astype(np.float32))
+            probs = probs if outputs.kind == "probs" else probs.softmax(1)
+            total = probs if total is None else total + probs
+        return total.argmax(1)
+
+
+def intact(home: Home, key: str, kind: str, params: dict) -> bool:
+    """Whether a done job's artifacts are all on disk and check out."""
+    if kind == "train":
+        return artifacts.is_intact(home.runs / key / supervised.WEIGHTS)
+    if kind == "evaluate":
+        return ev.outputs_intact(home.outputs / key, params["store"])
+    return probe_cache.intact(home.outputs / key, kind)
+
+
+def job_log_path(home: Home, key: str) -> Path:
+    return home.root / "logs" / f"{key}.log"

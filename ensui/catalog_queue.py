@@ -140,6 +140,12 @@ class QueueMixin:
              cost.get("peak_gpu_mb"), cost.get("gpu_hours"), key, worker])
         return changed == 1
 
+    def hand_over(self, key: str, worker: str, to_worker: str) -> bool:
+        """Give `worker`'s running job to `to_worker` (a Slurm job, known only once
+        submitted); False when `worker` no longer held it."""
+        return self._write("UPDATE jobs SET worker = ? WHERE key = ? AND worker = ? AND "
+                           "status = 'running'", [to_worker, key, worker]) == 1
+
     def requeue_job(self, key: str, reason: str) -> None:
         """Back to queued (interrupted, not failed): the next run resumes it."""
         self._write("UPDATE jobs SET status = 'queued', error = ?, worker = NULL "
@@ -165,9 +171,10 @@ class QueueMixin:
                              [status, error, time.time(), key])
                 reaped.append({"key": key, "worker": worker, "status": status})
             conn.execute(
-                "UPDATE jobs SET status = 'failed', error = 'a job it needs failed or was "
-                "cancelled' WHERE status = 'queued' AND EXISTS (SELECT 1 FROM json_each(deps) d "
-                "JOIN jobs p ON p.key = d.value WHERE p.status IN ('failed', 'cancelled'))")
+                "UPDATE jobs AS q SET status = 'failed', error = 'a job it needs failed or was "
+                "cancelled' WHERE q.status = 'queued' AND EXISTS (SELECT 1 FROM "
+                "json_each(q.deps) d JOIN jobs p ON p.key = d.value WHERE p.status IN "
+                "('failed', 'cancelled'))")
             conn.execute("UPDATE workers SET state = 'gone' WHERE state != 'gone' AND "
                          "heartbeat < ?", [limit])
             conn.execute("COMMIT")
@@ -175,6 +182,16 @@ class QueueMixin:
             conn.execute("ROLLBACK")
             raise
         return reaped
+
+    def fail_blocked(self, exp_id: str) -> int:
+        """Fail the experiment's queued jobs that need a failed or cancelled job (they can
+        never run); how many. One level per call: call again until it returns 0."""
+        return self._write(
+            "UPDATE jobs SET status = 'failed', error = 'a job it needs failed or was "
+            "cancelled' WHERE status = 'queued' AND key IN (SELECT job_key FROM "
+            "experiment_jobs WHERE experiment_id = ?) AND EXISTS (SELECT 1 FROM "
+            "json_each(jobs.deps) d JOIN jobs p ON p.key = d.value "
+            "WHERE p.status IN ('failed', 'cancelled'))", [exp_id])
 
     # -- control --------------------------------------------------------------
 
@@ -197,8 +214,8 @@ class QueueMixin:
         """Re-queue the experiment's failed jobs (and those that failed for them)."""
         return self._write(
             "UPDATE jobs SET status = 'queued', attempts = 0, error = NULL, cancel_requested = 0 "
-            "WHERE status = 'failed' AND key IN (SELECT job_key FROM experiment_jobs WHERE "
-            "experiment_id = ?)", [exp_id])
+            "WHERE status = 'failed' AND (experiment_id = ? OR key IN (SELECT job_key FROM "
+            "experiment_jobs WHERE experiment_id = ?))", [exp_id, exp_id])
 
     def run_now(self, key: str) -> bool:
         """Put the job first in the queue (re-queued if it failed or was cancelled)."""
@@ -293,6 +310,9 @@ class FollowMixin:
             "epochs FROM epochs e JOIN experiment_jobs x ON x.job_key = e.job_key "
             "JOIN jobs j ON j.key = e.job_key WHERE x.experiment_id = ? AND e.rowid > ? "
             "ORDER BY e.rowid", [exp_id, after_rowid])]
+
+    def last_epoch_rowid(self) -> int:
+        return self.db.conn.execute("SELECT coalesce(max(rowid), 0) FROM epochs").fetchone()[0]
 
     def job_states(self, exp_id: str) -> dict[str, tuple[str, str | None]]:
         return {r[0]: (r[1], r[2]) for r in self.db.conn.execute(

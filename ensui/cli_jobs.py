@@ -163,13 +163,15 @@ def worker(ctx: typer.Context,
            exit_when_idle: Annotated[bool, typer.Option("--exit-when-idle")] = False,
            max_running: Annotated[Optional[int], typer.Option()] = None,
            min_free_gb: Annotated[float, typer.Option()] = 0.0,
+           stale_s: Annotated[Optional[float], typer.Option(
+               help="seconds without heartbeat after which a job is taken as dead")] = None,
            home: HomeOption = None):
     """Run one worker in this process (workers start this themselves)."""
-    from ensui.engine.runtime.worker import Worker
+    from ensui.engine.runtime.worker import STALE_S, Worker
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     Worker(_home(ctx, home), lane, experiment, exit_when_idle, max_running,
-           min_free_gb).run()
+           min_free_gb, stale_s=stale_s or STALE_S).run()
 
 
 def status(ctx: typer.Context,

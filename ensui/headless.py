@@ -221,7 +221,7 @@ class _Follower:
     def __init__(self, catalog: Catalog, exp_id: str, console: Console,
                  seen: dict | None = None):
         self.catalog, self.exp_id, self.console = catalog, exp_id, console
-        self.rowid = 0
+        self.rowid = catalog.last_epoch_rowid()  # only epochs from now on
         self.seen = dict(seen) if seen is not None else catalog.job_states(exp_id)
 
     def poll(self) -> None:

@@ -147,9 +147,11 @@ class QueueMixin:
                            "status = 'running'", [to_worker, key, worker]) == 1
 
     def requeue_job(self, key: str, reason: str) -> None:
-        """Back to queued (interrupted, not failed): the next run resumes it."""
-        self._write("UPDATE jobs SET status = 'queued', error = ?, worker = NULL "
-                    "WHERE key = ? AND status != 'done'", [reason, key])
+        """Back to queued (interrupted, not failed): the next run resumes it. A stop
+        the user asked for does not use up one of the job's attempts."""
+        self._write("UPDATE jobs SET status = 'queued', error = ?, worker = NULL, "
+                    "attempts = max(attempts - 1, 0) WHERE key = ? AND status != 'done'",
+                    [reason, key])
 
     def reap(self, stale_s: float, max_attempts: int = MAX_ATTEMPTS) -> list[dict]:
         """Re-queue (or fail, after `max_attempts`) running jobs with no heartbeat for

@@ -120,29 +120,39 @@ def _run_here(plan: Plan, home: Home, follower: "_Follower") -> None:
 
 def _run_workers(plan: Plan, catalog: Catalog, home: Home, workers: int | None,
                  follower: "_Follower") -> None:
+    """Start workers unless live ones already serve this experiment (then this process
+    only follows them: reattaching), and follow until every job has ended."""
     chosen = pool.lanes(cpu=workers) if workers else pool.lanes()
-    procs = pool.start(home, chosen, experiment=plan.experiment_id, exit_when_idle=True)
+    exp = plan.experiment_id
+    procs = [] if _serving(catalog, exp) else pool.start(home, chosen, experiment=exp,
+                                                          exit_when_idle=True)
     respawns = 0
     try:
         while True:
             time.sleep(POLL_S)
             follower.poll()
-            progress = catalog.experiment_progress(plan.experiment_id)
+            progress = catalog.experiment_progress(exp)
             if not progress.get("queued") and not progress.get("running"):
                 break
-            if all(p.poll() is not None for p in procs):
+            if all(p.poll() is not None for p in procs) and not _serving(catalog, exp):
                 catalog.reap(STALE_S)  # a crashed worker's job goes back to the queue
                 if respawns >= MAX_RESPAWNS:
                     raise RuntimeError("the workers keep exiting; see the logs in "
                                        f"{home.root / 'logs'}")
                 respawns += 1
-                procs = pool.start(home, chosen, experiment=plan.experiment_id,
-                                   exit_when_idle=True)
+                procs = pool.start(home, chosen, experiment=exp, exit_when_idle=True)
     except KeyboardInterrupt:
         pool.stop([p.pid for p in procs])
         raise
     for p in procs:
         p.wait(timeout=60)
+
+
+def _serving(catalog: Catalog, exp_id: str) -> bool:
+    """Whether a live worker (fresh heartbeat) takes this experiment's jobs."""
+    fresh = time.time() - STALE_S
+    return any(w["heartbeat"] > fresh and w["experiment"] in (None, exp_id)
+               for w in catalog.workers(alive_only=True))
 
 
 def _report(spec, plan: Plan, catalog: Catalog, home: Home, as_json: bool, out: Console,

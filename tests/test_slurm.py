@@ -72,7 +72,8 @@ def test_every_job_runs_as_a_submitit_job(finished):
     assert all(m["status"] == "done" and "clean" in m["accuracy"] for m in members.values())
     assert "epoch 1/1" in proc.stderr  # progress folded in while the jobs ran
     jobs = _rows(home, "SELECT kind, status, worker, log FROM jobs")
-    assert sorted((k, s) for k, s, _, _ in jobs) == [("evaluate", "done")] * 2 + [("train", "done")] * 2
+    assert sorted((k, s) for k, s, _, _ in jobs) == [("evaluate", "done")] * 2 + [
+        ("train", "done")] * 2
     for _, _, worker, log in jobs:
         job_id = re.fullmatch(r"slurm-(\d+)", worker).group(1)
         assert log == str(home / "slurm" / f"{job_id}_0_log.err") and Path(log).is_file()
@@ -82,7 +83,8 @@ def test_every_job_runs_as_a_submitit_job(finished):
 
 def test_catalog_rows_are_what_the_events_say(finished):
     _, home, _ = finished
-    for key, worker, artifact, wall_s in _rows(home, "SELECT key, worker, artifact, wall_s FROM jobs"):
+    jobs = _rows(home, "SELECT key, worker, artifact, wall_s FROM jobs")
+    for key, worker, artifact, wall_s in jobs:
         events, _ = read_events(home / "runs" / key / "events.jsonl")
         assert events[0]["type"] == "started" and events[-1]["type"] == "done"
         assert {e["worker"] for e in events} == {worker}

@@ -21,14 +21,15 @@ import textwrap
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as workers run; set before torch loads
+import torch  # noqa: E402
 
-from ensui.catalog import Catalog
-from ensui.engine.plan import make_plan
-from ensui.engine.runtime import pool
-from ensui.engine.runtime.work import JobWork
-from ensui.engine.spec import load_spec
-from ensui.home import Home
+from ensui.catalog import Catalog  # noqa: E402
+from ensui.engine.plan import make_plan  # noqa: E402
+from ensui.engine.runtime import pool  # noqa: E402
+from ensui.engine.runtime.work import JobWork  # noqa: E402
+from ensui.engine.spec import load_spec  # noqa: E402
+from ensui.home import Home  # noqa: E402
 
 
 class _Nothing:

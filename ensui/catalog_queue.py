@@ -146,6 +146,23 @@ class QueueMixin:
         return self._write("UPDATE jobs SET worker = ? WHERE key = ? AND worker = ? AND "
                            "status = 'running'", [to_worker, key, worker]) == 1
 
+    def lose_job(self, key: str, worker: str, reason: str,
+                 max_attempts: int = MAX_ATTEMPTS) -> str | None:
+        """`worker`'s process died without ending its job (as `reap` finds by heartbeat,
+        the Slurm executor by the Slurm job's state): re-queued, the attempt used up, or
+        failed after `max_attempts`. The new status; None when `worker` no longer held it."""
+        row = self.db.conn.execute("SELECT attempts FROM jobs WHERE key = ? AND worker = ? "
+                                   "AND status = 'running'", [key, worker]).fetchone()
+        if row is None:
+            return None
+        status = "queued" if row[0] < max_attempts else "failed"
+        error = reason + ("; re-queued" if status == "queued" else
+                          f"; failed after {row[0]} attempts")
+        self._write("UPDATE jobs SET status = ?, error = ?, ended = ?, worker = CASE WHEN ? = "
+                    "'queued' THEN NULL ELSE worker END WHERE key = ? AND worker = ? AND "
+                    "status = 'running'", [status, error, time.time(), status, key, worker])
+        return status
+
     def requeue_job(self, key: str, reason: str) -> None:
         """Back to queued (interrupted, not failed): the next run resumes it. A stop
         the user asked for does not use up one of the job's attempts."""
@@ -184,16 +201,6 @@ class QueueMixin:
             conn.execute("ROLLBACK")
             raise
         return reaped
-
-    def fail_blocked(self, exp_id: str) -> int:
-        """Fail the experiment's queued jobs that need a failed or cancelled job (they can
-        never run); how many. One level per call: call again until it returns 0."""
-        return self._write(
-            "UPDATE jobs SET status = 'failed', error = 'a job it needs failed or was "
-            "cancelled' WHERE status = 'queued' AND key IN (SELECT job_key FROM "
-            "experiment_jobs WHERE experiment_id = ?) AND EXISTS (SELECT 1 FROM "
-            "json_each(jobs.deps) d JOIN jobs p ON p.key = d.value "
-            "WHERE p.status IN ('failed', 'cancelled'))", [exp_id])
 
     # -- control --------------------------------------------------------------
 

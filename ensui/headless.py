@@ -21,7 +21,7 @@ from ensui.catalog import Catalog
 from ensui.engine.plan import Plan, make_plan
 from ensui.engine.report import accuracy_table, resilience_summary, team_summary
 from ensui.engine.runtime import pool
-from ensui.engine.runtime.work import intact
+from ensui.engine.runtime.submit import submit
 from ensui.engine.runtime.worker import STALE_S, Worker
 from ensui.engine.spec import load_spec
 from ensui.engine.study import run_study
@@ -42,12 +42,9 @@ def run_headless(spec_file: Path, home: Home, *, as_json: bool, dry_run: bool,
     if dry_run:
         return _print_plan(plan, existing, as_json, out)
     catalog = existing or Catalog(home.catalog)
-    catalog.record_experiment(plan.experiment_id, spec.name, str(spec_file.resolve()),
-                              spec_file.read_text(), [(j.key, j.member) for j in plan.jobs])
-    redo, cached = _triage(plan, catalog, home)
-    needs = "any" if spec.training.device == "auto" else spec.training.device
-    catalog.enqueue(plan.experiment_id, plan.jobs, redo, needs)
-    for job in cached:
+    submission = submit(spec, spec_file, spec_file.read_text(), catalog, home)
+    plan = submission.plan
+    for job in submission.cached:
         err.print(f"  {_what(job.kind, job.params, job.member)}: cached", highlight=False)
     if detach:
         return _detach(plan, home, workers, err)
@@ -57,21 +54,6 @@ def run_headless(spec_file: Path, home: Home, *, as_json: bool, dry_run: bool,
         err.print("interrupted: finished epochs and jobs are kept; run the same command to resume")
         return EXIT_INTERRUPTED
     return _report(spec, plan, catalog, home, as_json, out, err)
-
-
-def _triage(plan: Plan, catalog: Catalog, home: Home):
-    """(keys to queue again: failed, cancelled, or done with a damaged artifact;
-    jobs done and intact)."""
-    redo, cached = set(), []
-    for job in plan.jobs:
-        row = catalog.job(job.key)
-        if row is None or row["status"] in ("queued", "running"):
-            continue
-        if row["status"] == "done" and intact(home, job.key, job.kind, job.params):
-            cached.append(job)
-        else:
-            redo.add(job.key)
-    return redo, cached
 
 
 def _detach(plan: Plan, home: Home, workers: int | None, err: Console) -> int:

@@ -88,6 +88,7 @@ class _Run:
         self.grace = 0.0 if ex.cluster == "local" else GRACE_S  # same disk, no delay
         self.ingester = Ingester(catalog, home)
         self.flights: dict[str, _Flight] = {}
+        self._stuck = False
 
     def run(self, poll: Callable[[], None]) -> None:
         try:
@@ -105,9 +106,7 @@ class _Run:
     # -- submitting -------------------------------------------------------------------
 
     def _fill(self) -> None:
-        self.catalog.reap(STALE_S)  # claims of an earlier run that died
-        while self.catalog.fail_blocked(self.exp_id):
-            pass  # a level of dependents per pass
+        self.catalog.reap(STALE_S)  # fails jobs whose dependency failed; dead earlier claims
         while len(self.flights) < self.spec.executor.array_parallelism:
             pending = f"slurm-pending-{uuid.uuid4().hex[:8]}"
             job = self.catalog.claim_job(pending, self.lane, self.exp_id)
@@ -139,7 +138,9 @@ class _Run:
         progress = self.catalog.experiment_progress(self.exp_id)
         if not progress.get("queued") and not progress.get("running"):
             return True
-        if not self.flights and not progress.get("running"):
+        stuck = not self.flights and not progress.get("running")
+        self._stuck, was_stuck = stuck, self._stuck
+        if stuck and was_stuck:  # twice: a reap in between failed what it could
             raise EnsuiError(
                 f"{progress['queued']} job(s) are queued, but none can start on lane "
                 f"'{self.lane}' (executor.gpus_per_job: {self.spec.executor.gpus_per_job}, "
@@ -174,13 +175,8 @@ class _Run:
                f"its end: killed, out of memory, time limit or node lost; its log: {stderr}")
         last = _last_line(stderr)
         why += f" (last line: {last})" if last else ""
-        attempts = (self.catalog.job(key) or {}).get("attempts") or 0
-        if attempts < MAX_ATTEMPTS:
-            self.catalog.requeue_job(key, why + "; re-queued")
-        else:
-            self.catalog.end_job(key, flight.worker, "failed",
-                                 f"{why}; failed after {attempts} attempts")
-        log.warning("%s: %s", key, why)
+        status = self.catalog.lose_job(key, flight.worker, why, MAX_ATTEMPTS)
+        log.warning("%s: %s (%s)", key, why, status)
 
     def _cancelled(self, key: str, flight: _Flight) -> None:
         """Cancelled by the user (`ensui cancel`), or taken away: stop its Slurm job."""

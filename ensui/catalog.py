@@ -203,6 +203,22 @@ class Catalog(QueueMixin, FollowMixin):
         table = "models" if kind == "model" else "subnets"
         return kind, _decode(self.db[table].get(ident))
 
+    def add_model_variant(self, base_id: str, new_id: str, overrides: dict) -> dict:
+        """A new catalog model: `base_id`'s row with `overrides` (epochs, batch_size, lr,
+        weight_decay, momentum) applied; no reported top-1. ValueError names the field."""
+        base = self.model(base_id)
+        if not new_id or not all(c.isalnum() or c in "._-" for c in new_id):
+            raise ValueError("name: use letters, digits, '.', '_' or '-'")
+        if self.db.execute("SELECT 1 FROM aliases WHERE alias = ?",
+                           [paper.normalize_id(new_id)]).fetchone():
+            raise ValueError(f"name: '{new_id}' is already in the catalog")
+        row = _variant_row(base, new_id, overrides)
+        with self.db.atomic():
+            self.db["models"].insert(row, pk="id")
+            self.db["aliases"].insert({"alias": paper.normalize_id(new_id), "id": new_id,
+                                       "kind": "model"}, pk="alias")
+        return self.model(new_id)
+
     def transforms(self) -> list[dict]:
         return [_decode(r) for r in self.db.query("SELECT * FROM transforms ORDER BY position")]
 
@@ -413,6 +429,33 @@ def _model_row(row: dict, top1: dict[str, float]) -> dict:
         "batch_size": row["batch_size"], "extra": json.dumps(extra),
         "reported_top1": top1.get(paper.normalize_id(row["figure_a_id"])), "source": "paper",
     }
+
+
+VARIANT_FIELDS = {"epochs": int, "batch_size": int, "lr": float, "weight_decay": float,
+                  "momentum": float}
+
+
+def _variant_row(base: dict, new_id: str, overrides: dict) -> dict:
+    optimizer, row = dict(base["optimizer"]), {**base}
+    for name, value in overrides.items():
+        if name not in VARIANT_FIELDS:
+            raise ValueError(f"{name}: not a field a variant can change "
+                             f"({', '.join(VARIANT_FIELDS)})")
+        try:
+            value = VARIANT_FIELDS[name](value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: '{value}' is not a number") from None
+        if value <= 0 and name != "momentum" or value < 0:
+            raise ValueError(f"{name}: must be greater than 0")
+        if name in ("epochs", "batch_size"):
+            row[name] = value
+        else:
+            optimizer[name] = value
+    extra = {**(base.get("extra") or {}), "variant_of": base["id"], "overrides": overrides}
+    return {**row, "id": new_id, "figure_a_id": None, "reported_top1": None,
+            "source": f"user: variant of {base['id']}", "optimizer": json.dumps(optimizer),
+            "arch": json.dumps(row["arch"]), "scheduler": json.dumps(row["scheduler"]),
+            "epochs": json.dumps(row["epochs"]), "extra": json.dumps(extra)}
 
 
 def _subnet_row(row: dict, top1: dict[str, float]) -> dict:

@@ -135,3 +135,23 @@ def test_info_prints_paths(cli, home, tmp_path):
     other = tmp_path / "elsewhere"
     code, out, _ = cli("--home", other, "info", "--json")
     assert json.loads(out)["home"] == str(other)
+
+
+def test_model_variant_is_a_new_entry_with_its_overrides(tmp_path):
+    from ensui.catalog import Catalog
+
+    catalog = Catalog(tmp_path / "c.db")
+    row = catalog.add_model_variant("MNASNet_1", "mnasnet-short", {"epochs": 10, "lr": 0.05})
+    assert row["epochs"] == 10 and row["optimizer"]["lr"] == 0.05
+    assert row["arch"] == catalog.model("MNASNET_1")["arch"] and row["reported_top1"] is None
+    assert catalog.model("mnasnet-short")["extra"]["variant_of"] == "MNASNET_1"
+    assert catalog.model("MNASNET_1")["epochs"] != 10  # the original is untouched
+    for name, overrides, message in [("mnasnet-short", {}, "already in the catalog"),
+                                     ("bad name", {}, "name: use letters"),
+                                     ("x", {"epochs": 0}, "epochs: must be greater than 0"),
+                                     ("x", {"lr": "fast"}, "lr: 'fast' is not a number"),
+                                     ("x", {"dropout": 0.1}, "dropout: not a field")]:
+        with pytest.raises(ValueError, match=message):
+            catalog.add_model_variant("MNASNET_1", name, overrides)
+    reopened = Catalog(tmp_path / "c.db")  # survives reopening (no re-seed overwrites it)
+    assert reopened.model("mnasnet-short")["epochs"] == 10

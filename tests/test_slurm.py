@@ -246,13 +246,24 @@ def _queued(tmp_path, text: str):
 ONE_MEMBER = SPEC.replace("  - deit_tiny_p16_224\n", "")
 
 
+def _deadline(seconds: float):
+    """A progress callback that stops a run going on too long (a failing test, not a hang)."""
+    stop = time.time() + seconds
+
+    def poll():
+        if time.time() > stop:
+            raise AssertionError(f"the run still goes on after {seconds} s")
+
+    return poll
+
+
 def test_a_job_that_dies_without_events_fails_naming_its_slurm_job(tmp_path, monkeypatch):
     def dies(*args):
         os._exit(1)  # like a node lost or an out-of-memory kill: no event written
 
     monkeypatch.setattr(slurm, "run_remote", dies)
     spec, plan, catalog, home = _queued(tmp_path, ONE_MEMBER)
-    slurm.run_on_slurm(spec, plan, catalog, home, lambda: None)  # returns: all ended
+    slurm.run_on_slurm(spec, plan, catalog, home, _deadline(60))  # returns: all ended
     train = catalog.job(plan.of_kind("train")[0].key)
     assert (train["status"], train["attempts"]) == ("failed", MAX_ATTEMPTS)
     job_id = train["worker"].removeprefix("slurm-")
@@ -288,8 +299,13 @@ def test_a_cancel_from_the_user_stops_the_slurm_job(tmp_path, monkeypatch):
     monkeypatch.setattr(slurm, "run_remote", sleeps)
     spec, plan, catalog, home = _queued(tmp_path, ONE_MEMBER)
     train = plan.of_kind("train")[0].key
-    slurm.run_on_slurm(spec, plan, catalog, home,
-                       lambda: catalog.cancel_job(train, "not needed"))  # `ensui cancel`
+    deadline = _deadline(60)
+
+    def cancel():  # `ensui cancel`
+        catalog.cancel_job(train, "not needed")
+        deadline()
+
+    slurm.run_on_slurm(spec, plan, catalog, home, cancel)
     job = catalog.job(train)
     assert (job["status"], job["error"]) == ("cancelled", "not needed")
     assert catalog.job(plan.of_kind("evaluate")[0].key)["status"] == "failed"

@@ -149,6 +149,8 @@ class Catalog(QueueMixin, FollowMixin):
         return int(row[0]) if row else 0
 
     def _migrate(self) -> None:
+        if self.schema_version() == SCHEMA_VERSION:
+            return  # the common case: no write lock just to open the file
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")  # one process migrates; others wait, then see it done
         try:
@@ -331,16 +333,12 @@ class Catalog(QueueMixin, FollowMixin):
                           "member_b": b, "value": matrix[i][k]}
                          for i, a in enumerate(members) for k, b in enumerate(members)]
         return {
-            "members": list(self.db.query(
-                "SELECT ej.member, r.model_id, r.val_set, r.accuracy, r.nll, r.n "
-                "FROM experiment_jobs ej JOIN results r ON r.job_key = ej.job_key "
-                "WHERE ej.experiment_id = ? ORDER BY ej.rowid", one)),
+            "members": self.member_results(exp_id),
             "epochs": list(self.db.query(
                 "SELECT ej.member, e.* FROM experiment_jobs ej JOIN epochs e "
                 "ON e.job_key = ej.job_key WHERE ej.experiment_id = ? ORDER BY ej.rowid, e.epoch",
                 one)),
-            "teams": [_flatten_team(r) for r in self.db.query(
-                "SELECT * FROM team_results WHERE experiment_id = ?", one)],
+            "teams": self.team_results(exp_id),
             "correlations": list(self.db.query(
                 "SELECT * FROM correlations WHERE experiment_id = ?", one)),
             "resilience": list(self.db.query(
@@ -349,6 +347,34 @@ class Catalog(QueueMixin, FollowMixin):
                 "SELECT * FROM corruption_errors WHERE experiment_id = ?", one)),
             "pairwise": pairwise,
         }
+
+    def experiments_page(self, limit: int = 50, offset: int = 0) -> list[dict]:
+        """Experiments newest first, with member count and jobs done / failed / total."""
+        return list(self.db.query(
+            "SELECT e.id, e.name, e.created, count(DISTINCT x.member) AS members, "
+            "count(DISTINCT x.job_key) AS total, "
+            "count(DISTINCT CASE WHEN j.status = 'done' THEN x.job_key END) AS done, "
+            "count(DISTINCT CASE WHEN j.status = 'failed' THEN x.job_key END) AS failed "
+            "FROM experiments e LEFT JOIN experiment_jobs x ON x.experiment_id = e.id "
+            "LEFT JOIN jobs j ON j.key = x.job_key GROUP BY e.id "
+            "ORDER BY e.created DESC, e.rowid DESC LIMIT ? OFFSET ?", [limit, offset]))
+
+    def newest_experiment(self) -> dict | None:
+        rows = list(self.db.query(
+            "SELECT * FROM experiments ORDER BY created DESC, rowid DESC LIMIT 1"))
+        return rows[0] if rows else None
+
+    def member_results(self, exp_id: str) -> list[dict]:
+        """Accuracy and NLL of each member on each validation set."""
+        return list(self.db.query(
+            "SELECT ej.member, r.model_id, r.val_set, r.accuracy, r.nll, r.n "
+            "FROM experiment_jobs ej JOIN results r ON r.job_key = ej.job_key "
+            "WHERE ej.experiment_id = ? ORDER BY ej.rowid", [exp_id]))
+
+    def team_results(self, exp_id: str) -> list[dict]:
+        """Team rows with every diversity metric as a column."""
+        return [_flatten_team(r) for r in self.db.query(
+            "SELECT * FROM team_results WHERE experiment_id = ?", [exp_id])]
 
     def figure_b(self, exp_id: str, consensus: str | None = None) -> dict:
         """Metrics × sets Pearson r for one consensus (the first recorded by default)."""

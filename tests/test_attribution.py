@@ -62,7 +62,6 @@ def _recalibrate_batch_norm(model, train):
 
 @pytest.fixture(scope="module")
 def trained(digits):
-    torch.set_num_threads(2)
     return {family: _fit(build_model(arch, "tiny", 10, 32, seed=0), digits[0])
             for family, arch in FAMILIES.items()}
 

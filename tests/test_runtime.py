@@ -104,10 +104,18 @@ def _epochs(catalog: Catalog, key: str) -> list[tuple]:
         [key]).fetchall()
 
 
-def test_worker_killed_mid_epoch_resumes_to_the_same_weights(tmp_path):
+@pytest.fixture
+def one_thread():
+    """Both runs on one thread, as the worker process is given; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_worker_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, one_thread):
     from ensui.engine import artifacts
 
-    torch.set_num_threads(1)
     spec_path = write(tmp_path, TRAIN_SPEC)
     straight = Home(tmp_path / "straight")
     plan, catalog = _queue(straight, spec_path)

@@ -1,0 +1,572 @@
+"""The results screen of one experiment (`app.experiment`, or the newest): member
+accuracy per validation set beside the paper's reported top-1, with a pinned baseline
+and signed deltas; the teams table (sort, filter, only the columns that differ); the
+Figure B heatmap; pairwise member × member heatmaps per metric and set, whose cells open
+the pair's right/wrong table from the cached outputs; CSV export of the table in view.
+
+The catalog is read in a thread worker once a second while jobs are unfinished (every
+few seconds after), so the tables fill in as jobs finish.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.table import Table
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import (
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    Static,
+    TabbedContent,
+    TabPane,
+)
+from textual.worker import Worker, WorkerState
+
+from ensui.screens.data import catalog_of
+from ensui.screens.heatmap import Heatmap
+from ensui.screens.jobs import fill_table
+from ensui.screens.widgets import VimTable
+
+IDLE_REREAD_S = 5.0
+SAMPLES = 20
+TABS = ("accuracy-tab", "teams-tab", "figure-b-tab", "pairwise-tab")
+TAB_ACTIONS = {"pin": "accuracy-tab", "sort": "teams-tab", "differing": "teams-tab",
+               "pair_metric": "pairwise-tab", "pair_set": "pairwise-tab"}
+STATE_ORDER = ("failed", "running", "queued", "cancelled", "done")
+HIDDEN_TEAM_COLUMNS = ("experiment_id",)
+
+
+# -- plain data, read in threads -----------------------------------------------------------
+
+def read_results(home, ref: str | None) -> dict:
+    """Everything the screen shows of an experiment, as plain data."""
+    from ensui.errors import UnknownIdError
+
+    with catalog_of(home) as catalog:
+        try:
+            exp = catalog.find_experiment(ref) if ref else catalog.newest_experiment()
+        except UnknownIdError as exc:
+            return {"missing": str(exc)}
+        if exp is None:
+            return {"missing": "no experiment recorded yet"}
+        jobs = catalog.experiment_jobs(exp["id"])
+        data = _members(catalog, jobs, catalog.member_results(exp["id"]))
+        data.update(experiment={k: exp[k] for k in ("id", "name", "created")},
+                    teams=[{k: v for k, v in r.items() if k not in HIDDEN_TEAM_COLUMNS}
+                           for r in catalog.team_results(exp["id"])],
+                    figure_b=catalog.figure_b(exp["id"]),
+                    pairwise=catalog.pairwise_matrices(exp["id"]),
+                    progress=catalog.experiment_progress(exp["id"]))
+    return data
+
+
+def _members(catalog, jobs: list[dict], results: list[dict]) -> dict:
+    members = list(dict.fromkeys(j["label"] for j in jobs))
+    evals = [j for j in jobs if j["kind"] == "evaluate"]
+    sets = list(dict.fromkeys(j["params"]["val_set"] for j in evals))
+    accuracy = {m: {} for m in members}
+    for r in results:
+        accuracy.setdefault(r["member"], {})[r["val_set"]] = 100 * r["accuracy"]
+    states = {m: [j["status"] for j in jobs if j["label"] == m] for m in members}
+    models = {j["label"]: j["model_id"] for j in jobs}
+    return {"members": members, "sets": sets, "accuracy": accuracy, "models": models,
+            "reported": {m: _reported(catalog, models[m]) for m in members},
+            "state": {m: next((s for s in STATE_ORDER if s in states[m]), "—") for m in members},
+            "evals": {f"{j['label']}|{j['params']['val_set']}":
+                      (j["key"], j["params"].get("store", "logits")) for j in evals}}
+
+
+def _reported(catalog, model_id: str) -> float | None:
+    from ensui.errors import UnknownIdError
+
+    try:
+        return catalog.model(model_id)["reported_top1"]
+    except UnknownIdError:
+        return None
+
+
+def pair_counts(a, b, limit: int = SAMPLES) -> dict:
+    """The 2×2 right/wrong counts of two members' outputs (aligned by sample id) and up
+    to `limit` ids where only one of them is right."""
+    import numpy as np
+
+    if np.array_equal(a.ids, b.ids):
+        ia = ib = np.arange(len(a.ids))
+    else:
+        where = {i: k for k, i in enumerate(b.ids)}
+        ia = np.array([k for k, i in enumerate(a.ids) if i in where], dtype=np.int64)
+        ib = np.array([where[i] for i in a.ids[ia]], dtype=np.int64)
+    ra = a.values[ia].argmax(1) == a.labels[ia]
+    rb = b.values[ib].argmax(1) == b.labels[ib]
+    only = np.flatnonzero(ra != rb)[:limit]
+    return {"n": len(ia), "both": int((ra & rb).sum()), "a_only": int((ra & ~rb).sum()),
+            "b_only": int((~ra & rb).sum()), "neither": int((~ra & ~rb).sum()),
+            "samples": [(str(a.ids[ia[k]]), "a" if ra[k] else "b") for k in only]}
+
+
+def read_pair(home, a: tuple[str, str], b: tuple[str, str]) -> dict:
+    """`pair_counts` of two evaluations given as (job key, store)."""
+    from ensui.engine.evaluate import load_outputs
+
+    outputs = [load_outputs(home.outputs / key, store) for key, store in (a, b)]
+    if any(o is None for o in outputs):
+        return {"error": "a member's cached outputs are missing or damaged"}
+    return pair_counts(*outputs)
+
+
+def team_view(rows: list[dict], sort: str | None, descending: bool, needle: str,
+              only_differing: bool) -> tuple[list[str], list[list]]:
+    """Columns and rows of the teams table: filtered by a substring of any cell, sorted
+    (missing values last), and without the columns whose values are all the same."""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    needle = needle.strip().lower()
+    chosen = [r for r in rows if not needle or any(needle in _cell(v).lower() for v in r.values())]
+    if sort in columns:
+        present = [r for r in chosen if r.get(sort) is not None]
+        present.sort(key=lambda r: r[sort], reverse=descending)
+        chosen = present + [r for r in chosen if r.get(sort) is None]
+    if only_differing and len(chosen) > 1:
+        columns = [c for c in columns if c == "team" or
+                   len({_cell(r.get(c)) for r in chosen}) > 1]
+    return columns, [[r.get(c) for c in columns] for r in chosen]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def delta_cell(value: float | None, base: float | None) -> str:
+    """`81.2 +1.3` with the delta green (better) or red (worse); the sign says it too."""
+    if value is None:
+        return "—"
+    if base is None:
+        return f"{value:.1f}"
+    delta = value - base
+    colour = "green" if delta > 0 else "red" if delta < 0 else "default"
+    return f"{value:.1f} [{colour}]{delta:+.1f}[/]"
+
+
+def accuracy_rows(data: dict, pinned: str | None) -> list[tuple[str, tuple]]:
+    base = data["accuracy"].get(pinned, {}) if pinned in data["members"] else {}
+    rows = []
+    for m in data["members"]:
+        acc = data["accuracy"].get(m, {})
+        reference = None if m == pinned else base
+        cells = [delta_cell(acc.get(s), (reference or {}).get(s)) for s in data["sets"]]
+        reported = data["reported"][m]
+        label = f"{m} [b](baseline)[/]" if m == pinned else m
+        rows.append((m, (label, data["models"][m], "—" if reported is None else f"{reported:.1f}",
+                         *cells, data["state"][m])))
+    return rows
+
+
+def write_csv(rows: list[dict], folder: Path, name: str) -> Path:
+    from ensui.engine.export import export_tables
+
+    return export_tables({name: rows}, folder, "csv")[0]
+
+
+# -- messages and the pair modal -----------------------------------------------------------
+
+class ResultsRead(Message):
+    def __init__(self, data: dict, ref: str | None):
+        super().__init__()
+        self.data, self.ref = data, ref
+
+
+class Exported(Message):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+
+class PairRead(Message):
+    def __init__(self, data: dict):
+        super().__init__()
+        self.data = data
+
+
+class PairScreen(ModalScreen):
+    """Two members on one set: right/wrong counts and samples where only one is right."""
+
+    DEFAULT_CSS = "PairScreen { align: center middle; } " \
+                  "PairScreen #pair-box { width: 72; height: auto; max-height: 90%; " \
+                  "padding: 1 2; border: thick $accent; }"
+    BINDINGS = [Binding("escape,q,enter", "dismiss", "Close")]
+
+    def __init__(self, home, set_name: str, members: tuple[str, str], evals: tuple):
+        super().__init__()
+        self.home, self.set_name, self.members, self.evals = home, set_name, members, evals
+        self.counts: dict | None = None
+
+    def compose(self) -> ComposeResult:
+        a, b = self.members
+        with VerticalScroll(id="pair-box"):
+            yield Static(f"{a} × {b} on {self.set_name}: reading the cached outputs…", id="pair")
+
+    def on_mount(self) -> None:
+        self._read(self.home, *self.evals)
+
+    @work(thread=True, exclusive=True, group="pair", exit_on_error=False)
+    def _read(self, home, a: tuple, b: tuple) -> None:
+        self.post_message(PairRead(read_pair(home, a, b)))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            self.query_one("#pair", Static).update(f"[red]could not read the outputs:[/] "
+                                                   f"{event.worker.error}")
+
+    def on_pair_read(self, message: PairRead) -> None:
+        self.counts = {k: message.data[k] for k in ("both", "a_only", "b_only", "neither")
+                       if k in message.data}
+        self.query_one("#pair", Static).update(self._pair_view(message.data))
+
+    def _pair_view(self, data: dict):
+        from rich.console import Group
+
+        a, b = self.members
+        if "error" in data:
+            return f"[red]{data['error']}[/]"
+        table = Table(title=f"{a} × {b} on {self.set_name} ({data['n']} samples)")
+        table.add_column("")
+        table.add_column(f"{b} right", justify="right")
+        table.add_column(f"{b} wrong", justify="right")
+        table.add_row(f"{a} right", str(data["both"]), str(data["a_only"]))
+        table.add_row(f"{a} wrong", str(data["b_only"]), str(data["neither"]))
+        lines = [f"{sid}  only {a if who == 'a' else b} right" for sid, who in data["samples"]]
+        head = f"\nsamples where only one is right (first {SAMPLES}):" if lines else \
+            "\nno sample where only one is right"
+        return Group(table, head, *lines, "\n[dim]esc closes[/]")
+
+
+# -- the screen ------------------------------------------------------------------------------
+
+class ResultsScreen(Screen):
+    DEFAULT_CSS = """
+    ResultsScreen #title { height: 1; }
+    ResultsScreen TabbedContent { height: 1fr; }
+    ResultsScreen TabPane { height: 1fr; padding: 0; }
+    ResultsScreen #filter { display: none; }
+    ResultsScreen #filter.shown { display: block; }
+    ResultsScreen DataTable { height: 1fr; }
+    """
+    BINDINGS = [
+        Binding("left_square_bracket", "tab(-1)", "Prev tab", key_display="["),
+        Binding("right_square_bracket", "tab(1)", "Next tab", key_display="]"),
+        Binding("p", "pin", "Pin baseline"),
+        Binding("s", "sort", "Sort"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("v", "differing", "Differing cols"),
+        Binding("m", "pair_metric", "Metric"),
+        Binding("t", "pair_set", "Set"),
+        Binding("e", "export", "Export CSV"),
+        Binding("escape", "close_filter", "Back", show=False),
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self.data: dict = {}
+        self.ref: str | None = None
+        self.pinned: str | None = None
+        self.sort: str | None = None
+        self.descending = True
+        self.needle, self.only_differing, self.editing_filter = "", False, False
+        self.metric, self.set_index = 0, 0
+        self._last_read = 0.0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("reading results…", id="title")
+        with TabbedContent(id="tabs"):
+            with TabPane("Accuracy", id="accuracy-tab"):
+                yield VimTable(id="accuracy", cursor_type="row")
+            with TabPane("Teams", id="teams-tab"):
+                yield Input(placeholder="filter teams (any cell contains…)", id="filter")
+                yield VimTable(id="teams", cursor_type="row", zebra_stripes=True)
+            with TabPane("Figure B", id="figure-b-tab"):
+                yield Heatmap(id="figure-b", openable=False)
+            with TabPane("Pairwise", id="pairwise-tab"):
+                yield Heatmap(id="pairwise")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.set_interval(1.0, self.poll)
+        self.poll()
+
+    def on_screen_resume(self) -> None:
+        self.poll(force=True)
+
+    # -- reading ------------------------------------------------------------------
+
+    def poll(self, force: bool = False) -> None:
+        ref = self.app.experiment
+        unfinished = any(s in self.data.get("progress", {}) for s in ("queued", "running"))
+        due = unfinished or time.monotonic() - self._last_read > IDLE_REREAD_S
+        if self.is_current and (force or due or ref != self.ref or not self.data):
+            self._last_read = time.monotonic()
+            self._read(self.app.home, ref)
+
+    @work(thread=True, exclusive=True, group="results", exit_on_error=False)
+    def _read(self, home, ref: str | None) -> None:
+        self.post_message(ResultsRead(read_results(home, ref), ref))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A failed read shows in the title line (the next poll retries); a failed
+        export is told once."""
+        if event.state != WorkerState.ERROR:
+            return
+        if event.worker.group == "export":
+            self.notify(f"export failed: {event.worker.error}", severity="error")
+        else:
+            self.query_one("#title", Static).update(f"[red]read failed:[/] {event.worker.error}")
+
+    def on_results_read(self, message: ResultsRead) -> None:
+        if message.ref != self.app.experiment:
+            return
+        fresh = message.ref != self.ref
+        if fresh:
+            self.pinned, self.sort, self.metric, self.set_index = None, None, 0, 0
+        self.ref = message.ref
+        if message.data == self.data:
+            return
+        teams_changed = fresh or message.data.get("teams") != self.data.get("teams")
+        self.data = message.data
+        if "missing" in self.data:
+            self.query_one("#title", Static).update(f"no results: {self.data['missing']}")
+            return
+        self._show_title()
+        self._show_accuracy()
+        if teams_changed:
+            self._show_teams()
+        self._show_figure_b()
+        self._show_pairwise()
+
+    def _show_title(self) -> None:
+        exp, progress = self.data["experiment"], self.data["progress"]
+        done, total = progress.get("done", 0), sum(progress.values())
+        study = "study recorded" if self.data["teams"] else "no study yet"
+        self.query_one("#title", Static).update(
+            f"[b]{exp['name']}[/] {exp['id'][:8]} · {exp['created'][:16].replace('T', ' ')} · "
+            f"jobs {done}/{total} done"
+            f" · {study}")
+
+    def _show_accuracy(self) -> None:
+        table = self.query_one("#accuracy", DataTable)
+        columns = ["member", "model", "paper top-1", *self.data["sets"], "state"]
+        if [str(c.label) for c in table.columns.values()] != columns:
+            table.clear(columns=True)
+            table.add_columns(*columns)
+        fill_table(table, accuracy_rows(self.data, self.pinned))
+
+    def _team_view(self) -> tuple[list[str], list[list]]:
+        return team_view(self.data.get("teams", []), self.sort, self.descending, self.needle,
+                         self.only_differing)
+
+    def _show_teams(self) -> None:
+        table = self.query_one("#teams", DataTable)
+        columns, rows = self._team_view()
+        marks = {True: " ▼", False: " ▲"}
+        labels = [c + (marks[self.descending] if c == self.sort else "") for c in columns]
+        table.clear(columns=True)
+        for label, key in zip(labels, columns):
+            table.add_column(label, key=key)
+        for row in rows:
+            table.add_row(*[_cell(v) for v in row])
+
+    def _show_figure_b(self) -> None:
+        fig = self.data["figure_b"]
+        title = (f"Figure B: Pearson r of each metric with {fig['improvement'] or 'improvement'}"
+                 f" ({fig['consensus'] or 'no'} consensus)")
+        self.query_one("#figure-b", Heatmap).set_data(fig["metrics"], fig["sets"], fig["values"],
+                                                      "diverging", title, limits=(-1.0, 1.0))
+
+    def _pairwise_choices(self) -> tuple[list[str], list[str]]:
+        pairs = self.data.get("pairwise", [])
+        return (list(dict.fromkeys(p["metric"] for p in pairs)),
+                list(dict.fromkeys(p["val_set"] for p in pairs)))
+
+    def _current_pair_matrix(self) -> dict | None:
+        metrics, sets = self._pairwise_choices()
+        if not metrics:
+            return None
+        metric, set_name = metrics[self.metric % len(metrics)], sets[self.set_index % len(sets)]
+        return next((p for p in self.data["pairwise"]
+                     if p["metric"] == metric and p["val_set"] == set_name), None)
+
+    def _show_pairwise(self) -> None:
+        heatmap = self.query_one("#pairwise", Heatmap)
+        pair = self._current_pair_matrix()
+        if pair is None:
+            heatmap.set_data([], [], [], title="pairwise: no study recorded yet")
+            return
+        values = pair["matrix"]
+        signed = any(v is not None and v < 0 for line in values for v in line)
+        heatmap.set_data(pair["members"], pair["members"], values,
+                         "diverging" if signed else "sequential",
+                         f"{pair['metric']} on {pair['val_set']}   (m metric, t set, enter pair)",
+                         fmt="{:+.2f}" if signed else "{:.2f}")
+
+    # -- keys ---------------------------------------------------------------------
+
+    def action_tab(self, step: int) -> None:
+        tabs = self.query_one("#tabs", TabbedContent)
+        tabs.active = TABS[(TABS.index(tabs.active) + step) % len(TABS)]
+        self._focus_tab(tabs.active)
+
+    def _focus_tab(self, tab: str) -> None:
+        widget = {"accuracy-tab": "#accuracy", "teams-tab": "#teams",
+                  "figure-b-tab": "#figure-b", "pairwise-tab": "#pairwise"}[tab]
+        if tab == "teams-tab" and self.editing_filter:
+            widget = "#filter"
+        self.query_one(widget).focus()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.call_after_refresh(self._focus_tab, event.pane.id)
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """Keys of one tab only show (and act) on that tab."""
+        if action not in TAB_ACTIONS or not self.is_mounted:
+            return True
+        return self.query_one("#tabs", TabbedContent).active == TAB_ACTIONS[action]
+
+    def action_pin(self) -> None:
+        table = self.query_one("#accuracy", DataTable)
+        if not table.row_count:
+            return
+        member = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        self.pinned = None if member == self.pinned else member
+        fill_table(table, accuracy_rows(self.data, self.pinned))
+        self.notify(f"baseline: {self.pinned}" if self.pinned else "baseline unpinned")
+
+    def action_sort(self) -> None:
+        columns = list(dict.fromkeys(k for r in self.data.get("teams", []) for k in r))
+        if not columns:
+            return
+        following = columns.index(self.sort) + 1 if self.sort in columns else 0
+        self._sort_by(columns[following % len(columns)], None)
+
+    def _sort_by(self, column: str, descending: bool | None) -> None:
+        if descending is None:
+            sample = next((r[column] for r in self.data["teams"] if r.get(column) is not None), "")
+            descending = isinstance(sample, (int, float))
+        self.sort, self.descending = column, descending
+        self._show_teams()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        if event.data_table.id == "teams":
+            column = event.column_key.value
+            self._sort_by(column, not self.descending if column == self.sort else None)
+
+    def action_filter(self) -> None:
+        self.editing_filter = True
+        self.query_one("#tabs", TabbedContent).active = "teams-tab"
+        box = self.query_one("#filter", Input)
+        box.add_class("shown")
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            self.needle = event.value
+            self._show_teams()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            self.editing_filter = False
+            self.query_one("#teams").focus()
+
+    def action_close_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        self.editing_filter = False
+        if box.has_class("shown"):
+            box.value = ""
+            box.remove_class("shown")
+            self.query_one("#teams").focus()
+        else:
+            self.app.switch_mode("history")
+
+    def action_differing(self) -> None:
+        self.only_differing = not self.only_differing
+        self._show_teams()
+        self.notify("only columns that differ" if self.only_differing else "every column")
+
+    def action_pair_metric(self) -> None:
+        self.metric += 1
+        self._show_pairwise()
+
+    def action_pair_set(self) -> None:
+        self.set_index += 1
+        self._show_pairwise()
+
+    def on_heatmap_selected(self, event: Heatmap.Selected) -> None:
+        pair = self._current_pair_matrix()
+        if event.heatmap.id != "pairwise" or pair is None:
+            return
+        a, b = pair["members"][event.row], pair["members"][event.col]
+        keys = [self.data["evals"].get(f"{m}|{pair['val_set']}") for m in (a, b)]
+        if a == b or None in keys:
+            self.notify("pick two different members evaluated on this set", severity="warning")
+            return
+        self.app.push_screen(PairScreen(self.app.home, pair["val_set"], (a, b), tuple(keys)))
+
+    # -- export -------------------------------------------------------------------
+
+    def _table_in_view(self) -> tuple[str, list[dict]]:
+        focused = self.focused.id if self.focused else None
+        tab = self.query_one("#tabs", TabbedContent).active
+        name = focused if focused in ("accuracy", "teams", "figure-b", "pairwise") else \
+            tab.removesuffix("-tab")
+        return name, getattr(self, f"_rows_{name.replace('-', '_')}")()
+
+    def _rows_accuracy(self) -> list[dict]:
+        d = self.data
+        return [{"member": m, "model_id": d["models"][m], "reported_top1": d["reported"][m],
+                 **{s: d["accuracy"].get(m, {}).get(s) for s in d["sets"]},
+                 "state": d["state"][m]} for m in d.get("members", [])]
+
+    def _rows_teams(self) -> list[dict]:
+        columns, rows = self._team_view()
+        return [dict(zip(columns, row)) for row in rows]
+
+    def _rows_figure_b(self) -> list[dict]:
+        fig = self.data.get("figure_b") or {"metrics": [], "sets": [], "values": []}
+        return [{"metric": m, **dict(zip(fig["sets"], line))}
+                for m, line in zip(fig["metrics"], fig["values"])]
+
+    def _rows_pairwise(self) -> list[dict]:
+        pair = self._current_pair_matrix()
+        if pair is None:
+            return []
+        return [{"member": m, **dict(zip(pair["members"], line))}
+                for m, line in zip(pair["members"], pair["matrix"])]
+
+    def action_export(self) -> None:
+        if "experiment" not in self.data:
+            return
+        name, rows = self._table_in_view()
+        if not rows:
+            self.notify(f"{name}: nothing to export yet", severity="warning")
+            return
+        if name == "pairwise":
+            pair = self._current_pair_matrix()
+            name = f"pairwise-{pair['metric']}-{pair['val_set']}"
+        exp = self.data["experiment"]
+        self._export(rows, Path.cwd() / f"{exp['name']}-{exp['id'][:8]}", name)
+
+    @work(thread=True, group="export", exit_on_error=False)
+    def _export(self, rows: list[dict], folder: Path, name: str) -> None:
+        self.post_message(Exported(f"wrote {write_csv(rows, folder, name)}"))
+
+    def on_exported(self, message: Exported) -> None:
+        self.notify(message.text, timeout=8)

@@ -1,0 +1,529 @@
+"""The jobs, results and history screens and the heatmap widget, driven with Pilot over a
+small fixed catalog written through the catalog's public methods (no training): keys
+pressed, then screen state and catalog rows checked."""
+
+import asyncio
+import csv
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from textual.app import App
+
+from ensui.app import EnsuiApp
+from ensui.catalog import Catalog
+from ensui.engine.artifacts import save_array
+from ensui.engine.plan import Job
+from ensui.home import Home
+from ensui.screens.heatmap import Heatmap, scale_colour, window
+from ensui.screens.results import team_view
+
+EXP, EXP2 = "e1" + "0" * 18, "e2" + "0" * 18
+MODELS = {"A": "SqueezeNet", "B": "MNASNET_1", "C": "ResNext50_16.4", "D": "deit_tiny_p16_224",
+          "E": "SqueezeNet_512"}
+SETS = ("clean", "noise")
+N = 64
+EPOCHS = 4
+SIZES = [(80, 24), (120, 40)]
+
+
+# -- the fixed catalog ---------------------------------------------------------------------
+
+def _train(m: str) -> Job:
+    return Job(f"train-{m}", "train", m, MODELS[m], {"epochs": EPOCHS, "member": m})
+
+
+def _eval(m: str, s: str, suffix: str = "") -> Job:
+    return Job(f"eval-{m}-{s}{suffix}", "evaluate", m, MODELS[m],
+               {"train_key": f"train-{m}", "val_set": s, "store": "logits", "n": suffix},
+               depends=f"train-{m}")
+
+
+def _claim(catalog: Catalog, key: str) -> None:
+    assert catalog.run_now(key)
+    assert catalog.claim_job("w1", "cpu")["key"] == key
+
+
+def _end(catalog: Catalog, key: str, status: str = "done", error: str | None = None) -> None:
+    _claim(catalog, key)
+    assert catalog.end_job(key, "w1", status, error,
+                           cost={"wall_s": 42.0, "cpu_s": 40.0, "peak_rss_mb": 512.0})
+
+
+def _outputs(home: Home, key: str, rng, labels: np.ndarray, skill: float) -> np.ndarray:
+    """Fake cached logits: right on about `skill` of the samples; returns the rights."""
+    logits = rng.normal(size=(N, 10))
+    boost = rng.random(N) < skill
+    logits[np.arange(N)[boost], labels[boost]] += 6.0
+    folder = home.outputs / key
+    save_array(logits.astype(np.float16), folder / "logits.npy")
+    save_array(labels.astype(np.int64), folder / "labels.npy")
+    save_array(np.array([f"img{i:03d}" for i in range(N)]), folder / "ids.npy")
+    return logits.astype(np.float16).argmax(1) == labels
+
+
+def _team(consensus: str, accuracy: float, disagreement: float) -> dict:
+    return {"team": ("A", "B"), "size": 2, "consensus": consensus, "accuracy": accuracy,
+            "nll": 0.7, "average_accuracy": 0.7, "vs_mean": accuracy - 0.7, "vs_best": 0.01,
+            "eir": 0.1, "nll_gain": 0.05, "label_disagreement": disagreement}
+
+
+FIGURE_B = {("label_disagreement", "clean"): 0.5, ("label_disagreement", "noise"): 0.75,
+            ("q_diversity", "clean"): -0.25, ("q_diversity", "noise"): None}
+
+
+def _correlation(metric: str, set_name: str) -> dict:
+    stats = dict.fromkeys(("pearson_p", "spearman_r", "spearman_p", "pearson_ci_low",
+                           "pearson_ci_high", "spearman_ci_low", "spearman_ci_high", "partial_r",
+                           "partial_p"))
+    return {"set": set_name, "consensus": "average", "metric": metric, "size": "all",
+            "improvement": "vs_mean", "n": 4, "pearson_r": FIGURE_B[(metric, set_name)], **stats}
+
+
+def build_home(root: Path) -> tuple[Home, dict]:
+    """Members A and B trained and evaluated, C failed, D training (2 of 4 epochs), E
+    queued; a study of A and B; a second experiment sharing A's training."""
+    home, rng = Home(root), np.random.default_rng(0)
+    catalog = Catalog(home.catalog)
+    jobs = [j for m in MODELS for j in (_train(m), *(_eval(m, s) for s in SETS))]
+    catalog.record_experiment(EXP, "fixture", "spec.yaml", "name: fixture",
+                              [(j.key, j.member) for j in jobs])
+    catalog.enqueue(EXP, jobs)
+    catalog.register_worker("w1", os.getpid(), "host", "cpu", str(root / "w1.log"), EXP)
+    rights = {}
+    for m in ("A", "B"):
+        for epoch in range(1, EPOCHS + 1):
+            catalog.record_epoch(f"train-{m}", epoch, loss=2.0 / epoch, train_acc=0.2 * epoch,
+                                 val_acc=0.15 * epoch, lr=0.1, seconds=1.0)
+        _end(catalog, f"train-{m}")
+    for m, s in [(m, s) for m in ("A", "B") for s in SETS]:
+        labels = rng.integers(0, 10, N) if m == "A" else np.load(
+            home.outputs / f"eval-A-{s}" / "labels.npy")
+        right = rights[(m, s)] = _outputs(home, f"eval-{m}-{s}", rng, labels, 0.6)
+        catalog.record_result(f"eval-{m}-{s}", f"train-{m}", MODELS[m], s, float(right.mean()),
+                              1.0, N)
+        _end(catalog, f"eval-{m}-{s}")
+    _end(catalog, "train-C", "failed", "CUDA out of memory")
+    _claim(catalog, "train-D")
+    for epoch in (1, 2):
+        catalog.record_epoch("train-D", epoch, loss=1.0 / epoch, train_acc=0.3,
+                             val_acc=0.25 * epoch, lr=0.1, seconds=1.0)
+    log = root / "train-D.log"
+    log.write_text("".join(f"log line {i:02d}\n" for i in range(30)))
+    catalog.set_job_log("train-D", str(log))
+    catalog.beat("w1", "train-D")
+    disagreement = {s: float((rights[("A", s)] != rights[("B", s)]).mean()) for s in SETS}
+    catalog.record_study(
+        EXP, {"clean": [_team("average", 0.80, disagreement["clean"]),
+                        _team("plurality", 0.78, disagreement["clean"])],
+              "noise": [_team("average", 0.60, disagreement["noise"]),
+                        _team("plurality", 0.62, disagreement["noise"])]},
+        [_correlation(m, s) for m in ("label_disagreement", "q_diversity") for s in SETS],
+        {s: {"label_disagreement": np.array([[0.0, 0.3], [0.3, 0.0]]),
+             "q_diversity": np.array([[1.0, -0.4], [-0.4, 1.0]])} for s in SETS},
+        ["A", "B"], [], [])
+    # a second experiment: A evaluated again on clean by a job of its own
+    other = _eval("A", "clean", "-2")
+    catalog.record_experiment(EXP2, "second", "spec2.yaml", "name: second",
+                              [("train-A", "A"), (other.key, "A")])
+    catalog.enqueue(EXP2, [other])
+    catalog.record_result(other.key, "train-A", MODELS["A"], "clean", 0.9, 1.0, N)
+    _end(catalog, other.key)
+    accuracy = {k: 100 * float(v.mean()) for k, v in rights.items()}
+    catalog.close()
+    return home, accuracy
+
+
+@pytest.fixture
+def fixed(tmp_path):
+    return build_home(tmp_path / "home")
+
+
+# -- driving the app -----------------------------------------------------------------------
+
+def app_on(home: Home, mode: str, experiment: str | None = None, readonly: bool = False):
+    """The app, started on `mode` (so these tests do not depend on the catalog screen)."""
+    app = type("ScreensApp", (EnsuiApp,), {"DEFAULT_MODE": mode})(home, readonly=readonly)
+    app.experiment = experiment
+    return app
+
+
+async def settle(pilot, until=lambda: True, timeout: float = 10.0) -> None:
+    """Let thread workers finish and their messages land, until `until()` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        if until():
+            return
+        assert loop.time() < deadline, "the screen did not reach the expected state"
+        await asyncio.sleep(0.05)
+
+
+def drive(app, size, script) -> None:
+    async def main():
+        async with app.run_test(size=size) as pilot:
+            await script(pilot)
+    asyncio.run(main())
+
+
+def cells(table, key: str) -> list[str]:
+    return [str(c) for c in table.get_row(key)]
+
+
+def text_of(static) -> str:
+    """What a Static shows, as plain text."""
+    from rich.console import Console
+
+    console = Console(width=100, record=True, file=io.StringIO())
+    console.print(static.content)
+    return console.export_text()
+
+
+def job(home: Home, key: str) -> dict:
+    catalog = Catalog(home.catalog)
+    try:
+        return catalog.job(key)
+    finally:
+        catalog.close()
+
+
+def select_row(table, key: str) -> None:
+    table.move_cursor(row=table.get_row_index(key))
+
+
+# -- heatmap widget and team view (plain functions) ----------------------------------------
+
+def test_heatmap_scale_and_window():
+    assert scale_colour(0.0, "diverging", -1, 1).hex == "#F7F7F7"
+    assert scale_colour(1.0, "diverging", -1, 1).hex == "#B2182B"
+    assert scale_colour(-2.0, "diverging", -1, 1).hex == "#2166AC"  # clipped
+    assert scale_colour(5.0, "sequential", 0, 10).hex != scale_colour(9.0, "sequential", 0, 10).hex
+    assert window(10, 0, 4, 0) == 0 and window(10, 7, 4, 0) == 4 and window(10, 5, 4, 4) == 4
+    assert window(10, 2, 4, 4) == 2 and window(3, 2, 10, 0) == 0
+
+
+class HeatmapApp(App):
+    """A 14 × 14 grid with long names, and the cells `enter` was pressed on."""
+
+    def __init__(self):
+        super().__init__()
+        self.opened: list[tuple[int, int]] = []
+
+    def compose(self):
+        yield Heatmap(id="grid")
+
+    def on_mount(self) -> None:
+        names = [f"member_{i}_with_a_long_name" for i in range(14)]
+        values = [[(r - c) / 13 for c in range(14)] for r in range(14)]
+        values[13][9] = None
+        self.query_one(Heatmap).set_data(names, names, values, "diverging", "grid")
+        self.query_one(Heatmap).focus()
+
+    def on_heatmap_selected(self, event: Heatmap.Selected) -> None:
+        self.opened.append((event.row, event.col))
+
+
+def test_heatmap_cursor_window_and_enter():
+    async def script(pilot):
+        await pilot.press(*"lllllllll", *"jjjjjjjjjjjjjjjjjjjj", "enter", "h", "enter")
+        await pilot.pause()
+        text = pilot.app.query_one(Heatmap).render().plain
+        assert pilot.app.opened == [(13, 9), (13, 8)]
+        assert "[+0.38]" in text and "[—]" not in text  # (13 - 8) / 13, cursor in view
+        assert "14 member_13" in text and " 10 " in text  # numbered: names do not fit
+        assert "member_13_with_a_long_name × member_8_with_a_long_name = +0.38" in text
+
+    drive(HeatmapApp(), (80, 24), script)
+
+
+def test_team_view_filters_sorts_and_drops_equal_columns():
+    rows = [{"team": "A + B", "set": "clean", "acc": 0.8, "size": 2},
+            {"team": "A + C", "set": "noise", "acc": None, "size": 2},
+            {"team": "B + C", "set": "noise", "acc": 0.7, "size": 2}]
+    columns, out = team_view(rows, "acc", True, "", False)
+    assert [r[0] for r in out] == ["A + B", "B + C", "A + C"]  # missing last
+    columns, out = team_view(rows, "acc", False, "NOISE", True)
+    assert columns == ["team", "acc"] and [r[0] for r in out] == ["B + C", "A + C"]
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", SIZES)
+def test_jobs_table_shows_states_progress_workers_and_log(fixed, size):
+    home, _ = fixed
+
+    async def script(pilot):
+        screen = pilot.app.screen
+        queue = screen.query_one("#queue")
+        await settle(pilot, lambda: queue.row_count == 16)
+        states = {k.value: cells(queue, k.value)[4] for k in queue.rows}
+        assert "failed" in states["train-C"] and "running" in states["train-D"]
+        assert "queued" in states["train-E"] and "done" in states["eval-A-clean"]
+        assert cells(queue, "train-D")[6] == "████░░░░ 2/4"
+        assert cells(queue, "train-A")[6] == "████████ 4/4"
+        assert cells(queue, "eval-A-clean")[6] == "done"
+        assert cells(queue, "train-C")[10] == "CUDA out of memory"
+        workers = screen.query_one("#workers")
+        assert cells(workers, "w1")[:3] == ["cpu", "running", "train-D"]
+        select_row(queue, "train-D")
+        log = screen.query_one("#log-text")
+        await settle(pilot, lambda: "log line 29" in text_of(log))
+        assert "log line 09" not in text_of(log)  # only the last 20 lines
+        assert screen.query_one("#curve").plt.build()  # the curve draws
+        await pilot.press("f")  # running jobs only
+        await settle(pilot, lambda: queue.row_count == 1)
+        assert "running" in cells(queue, "train-D")[4]
+
+    drive(app_on(home, "jobs"), size, script)
+
+
+def test_cancel_asks_first_then_cancels(fixed):
+    home, _ = fixed
+
+    async def script(pilot):
+        queue = pilot.app.screen.query_one("#queue")
+        await settle(pilot, lambda: queue.row_count == 16)
+        select_row(queue, "train-E")
+        await settle(pilot, lambda: pilot.app.screen.selected == "train-E")
+        await pilot.press("c")
+        await settle(pilot, lambda: type(pilot.app.screen).__name__ == "ConfirmScreen")
+        await pilot.press("n")
+        await settle(pilot)
+        assert job(home, "train-E")["status"] == "queued"
+        await pilot.press("c")
+        await settle(pilot, lambda: type(pilot.app.screen).__name__ == "ConfirmScreen")
+        await pilot.press("y")
+        await settle(pilot, lambda: "cancelled" in cells(queue, "train-E")[4])
+        assert job(home, "train-E")["status"] == "cancelled"
+
+    drive(app_on(home, "jobs"), (120, 40), script)
+
+
+def test_retry_requeues_a_failed_job_and_readonly_refuses(fixed):
+    home, _ = fixed
+
+    async def retry(pilot):
+        queue = pilot.app.screen.query_one("#queue")
+        await settle(pilot, lambda: queue.row_count == 16)
+        select_row(queue, "train-C")
+        await settle(pilot, lambda: pilot.app.screen.selected == "train-C")
+        await pilot.press("r")
+        await settle(pilot, lambda: "queued" in cells(queue, "train-C")[4])
+        assert job(home, "train-C")["status"] == "queued" and job(home, "train-C")["error"] is None
+        top = max(job(home, k)["priority"] for k in [k.value for k in queue.rows])
+        await pilot.press("n")  # run now: first in the queue
+        await settle(pilot, lambda: job(home, "train-C")["priority"] > top)
+
+    async def refused(pilot):
+        queue = pilot.app.screen.query_one("#queue")
+        await settle(pilot, lambda: queue.row_count == 16)
+        select_row(queue, "train-E")
+        await pilot.press("c", "r", "n")
+        await settle(pilot)
+        assert type(pilot.app.screen).__name__ == "JobsScreen"
+        assert job(home, "train-E")["priority"] == 0
+
+    drive(app_on(home, "jobs", readonly=True), (80, 24), refused)
+    drive(app_on(home, "jobs"), (80, 24), retry)
+
+
+# -- results ---------------------------------------------------------------------------------
+
+def reported(model_id: str) -> float:
+    """Figure A's top-1 of a model, from the seed tables."""
+    from ensui import paper
+
+    top1 = {paper.normalize_id(k): v for k, v in paper.figure_a()["models"].items()}
+    row = next(r for r in paper.table_i() if r["id"] == model_id)
+    return top1[paper.normalize_id(row["figure_a_id"])]
+
+
+def _results_loaded(pilot) -> bool:
+    return pilot.app.screen.query_one("#accuracy").row_count == 5
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_results_show_accuracy_beside_reported_top1_and_pin_deltas(fixed, size):
+    home, accuracy = fixed
+
+    async def script(pilot):
+        await settle(pilot, lambda: _results_loaded(pilot))
+        table = pilot.app.screen.query_one("#accuracy")
+        row = cells(table, "A")
+        assert row[1:3] == ["SqueezeNet", f"{reported('SqueezeNet'):.1f}"]
+        assert row[3:5] == [f"{accuracy[('A', s)]:.1f}" for s in SETS]
+        assert cells(table, "C")[3] == "—" and cells(table, "C")[-1] == "failed"
+        select_row(table, "A")
+        await pilot.press("p")
+        await settle(pilot)
+        assert "(baseline)" in cells(table, "A")[0]
+        for i, s in enumerate(SETS):
+            delta = accuracy[("B", s)] - accuracy[("A", s)]
+            colour = "green" if delta > 0 else "red" if delta < 0 else "default"
+            assert cells(table, "B")[3 + i] == f"{accuracy[('B', s)]:.1f} [{colour}]{delta:+.1f}[/]"
+
+    drive(app_on(home, "results", EXP), size, script)
+
+
+def test_teams_sort_filter_and_differing_columns(fixed):
+    home, _ = fixed
+
+    async def script(pilot):
+        await settle(pilot, lambda: _results_loaded(pilot))
+        screen = pilot.app.screen
+        await pilot.press("right_square_bracket")
+        teams = screen.query_one("#teams")
+        await settle(pilot, lambda: teams.row_count == 4)
+        while screen.sort != "accuracy":
+            await pilot.press("s")
+        column = [str(k.value) for k in teams.columns].index("accuracy")
+        values = [float(teams.get_row_at(i)[column]) for i in range(4)]
+        assert values == sorted(values, reverse=True) == [0.8, 0.78, 0.62, 0.6]
+        await pilot.click("#teams", offset=(2 + sum(c.get_render_width(teams) for c in
+                                                    list(teams.columns.values())[:column]), 0))
+        await settle(pilot)
+        assert not screen.descending  # header click on the sort column reverses it
+        await pilot.press("left_square_bracket", "slash", *"noise", "enter")  # from another tab
+        await settle(pilot, lambda: teams.row_count == 2)
+        assert {teams.get_row_at(i)[0] for i in range(2)} == {"noise"}
+        before = [str(k.value) for k in teams.columns]
+        await pilot.press("v")
+        await settle(pilot)
+        after = [str(k.value) for k in teams.columns]
+        assert "size" in before and "size" not in after and "consensus" in after
+
+    drive(app_on(home, "results", EXP), (120, 40), script)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_figure_b_heatmap_renders_values(fixed, size):
+    home, _ = fixed
+
+    async def script(pilot):
+        await settle(pilot, lambda: _results_loaded(pilot))
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        heatmap = pilot.app.screen.query_one("#figure-b", Heatmap)
+        await settle(pilot, lambda: heatmap.rows == ["label_disagreement", "q_diversity"])
+        text = heatmap.render().plain
+        for value in ("+0.50", "+0.75", "-0.25", "—", "scale"):
+            assert value in text
+        await pilot.press("j", "l")
+        assert heatmap.cursor == (1, 1) and "[—]" in heatmap.render().plain
+
+    drive(app_on(home, "results", EXP), size, script)
+
+
+def test_pairwise_cell_opens_the_pairs_two_by_two(fixed):
+    home, _ = fixed
+
+    async def script(pilot):
+        await settle(pilot, lambda: _results_loaded(pilot))
+        await pilot.press("left_square_bracket")
+        heatmap = pilot.app.screen.query_one("#pairwise", Heatmap)
+        await settle(pilot, lambda: heatmap.rows == ["A", "B"])
+        assert "label_disagreement on clean" in heatmap.title and "0.30" in heatmap.render().plain
+        await pilot.press("l", "enter")
+        await settle(pilot, lambda: type(pilot.app.screen).__name__ == "PairScreen")
+        body = pilot.app.screen.query_one("#pair")
+        await settle(pilot, lambda: "samples" in text_of(body))
+        shown = text_of(body)
+        right = {}
+        for m in ("A", "B"):
+            folder = home.outputs / f"eval-{m}-clean"
+            right[m] = np.load(folder / "logits.npy").argmax(1) == np.load(folder / "labels.npy")
+        a, b = right["A"], right["B"]
+        counts = pilot.app.screen.counts
+        assert counts == {"both": int((a & b).sum()), "a_only": int((a & ~b).sum()),
+                          "b_only": int((~a & b).sum()), "neither": int((~a & ~b).sum())}
+        assert f"img{np.flatnonzero(a != b)[0]:03d}" in shown
+        await pilot.press("escape")
+        await pilot.press("m")
+        assert "q_diversity" in heatmap.title
+
+    drive(app_on(home, "results", EXP), (120, 40), script)
+
+
+def test_export_writes_the_focused_table_as_csv(fixed):
+    home, accuracy = fixed
+
+    async def script(pilot):
+        await settle(pilot, lambda: _results_loaded(pilot))
+        pilot.app.screen.query_one("#accuracy").focus()
+        await pilot.press("e")
+        await settle(pilot)
+        path = Path.cwd() / f"fixture-{EXP[:8]}" / "accuracy.csv"
+        rows = list(csv.DictReader(path.open()))
+        assert [r["member"] for r in rows] == list(MODELS)
+        assert float(rows[0]["clean"]) == pytest.approx(accuracy[("A", "clean")])
+
+    drive(app_on(home, "results", EXP), (80, 24), script)
+
+
+def test_screens_follow_jobs_that_finish_elsewhere(fixed):
+    """Another process ends D's training and evaluates it: both screens catch up by polling."""
+    home, _ = fixed
+
+    async def script(pilot):
+        queue = pilot.app.screen.query_one("#queue")
+        await settle(pilot, lambda: queue.row_count == 16)
+        catalog = Catalog(home.catalog)
+        for epoch in (3, 4):
+            catalog.record_epoch("train-D", epoch, loss=0.2, train_acc=0.5, val_acc=0.5, lr=0.1,
+                                 seconds=1.0)
+        assert catalog.end_job("train-D", "w1", "done")
+        await settle(pilot, lambda: cells(queue, "train-D")[6] == "████████ 4/4")
+        pilot.app.experiment = EXP
+        pilot.app.switch_mode("results")
+        await settle(pilot, lambda: _results_loaded(pilot))
+        table = pilot.app.screen.query_one("#accuracy")
+        assert cells(table, "D")[3] == "—"
+        catalog.record_result("eval-D-clean", "train-D", MODELS["D"], "clean", 0.5, 1.0, N)
+        _end(catalog, "eval-D-clean")
+        catalog.close()
+        await settle(pilot, lambda: cells(table, "D")[3] == "50.0")
+
+    drive(app_on(home, "jobs"), (80, 24), script)
+
+
+# -- history ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", SIZES)
+def test_history_lists_experiments_and_opens_results(fixed, size):
+    home, _ = fixed
+
+    async def script(pilot):
+        table = pilot.app.screen.query_one("#experiments")
+        await settle(pilot, lambda: table.row_count == 2)
+        assert cells(table, EXP)[1:3] == ["fixture", EXP[:8]]
+        assert cells(table, EXP)[4:] == ["5", "6/15 (1 failed)"]
+        assert cells(table, EXP2)[4:] == ["1", "2/2"]
+        select_row(table, EXP)
+        await pilot.press("enter")
+        await settle(pilot, lambda: type(pilot.app.screen).__name__ == "ResultsScreen")
+        assert pilot.app.experiment == EXP
+        await settle(pilot, lambda: _results_loaded(pilot))
+
+    drive(app_on(home, "history"), size, script)
+
+
+def test_history_compares_two_marked_experiments(fixed):
+    home, accuracy = fixed
+
+    async def script(pilot):
+        table = pilot.app.screen.query_one("#experiments")
+        await settle(pilot, lambda: table.row_count == 2)
+        for exp in (EXP, EXP2):
+            select_row(table, exp)
+            await pilot.press("x")
+        compare = pilot.app.screen.query_one("#compare")
+        await settle(pilot, lambda: compare.row_count == 4)
+        a = accuracy[("A", "clean")]
+        colour = "green" if a < 90 else "red"
+        assert cells(compare, "A|clean")[2:] == [f"{a:.1f}", f"90.0 [{colour}]{90 - a:+.1f}[/]"]
+        assert cells(compare, "B|noise")[3] == "—"
+
+    drive(app_on(home, "history"), (120, 40), script)

@@ -18,9 +18,9 @@ from ensui import __version__
 from ensui.errors import EnsuiError
 from ensui.home import Home, resolve_home
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False,
                   help="Train heterogeneous ensembles, evaluate them under corruption, "
-                       "relate diversity to ensemble gain.")
+                       "relate diversity to ensemble gain. With no command: the app.")
 catalog_app = typer.Typer(no_args_is_help=True, help="Models and subnetworks of the catalog.")
 spec_app = typer.Typer(no_args_is_help=True, help="Check experiment specs.")
 app.add_typer(catalog_app, name="catalog")
@@ -38,14 +38,19 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print JSON on stdout")
 
 @app.callback(invoke_without_command=True)
 def _root(ctx: typer.Context, home: RootHomeOption = None,
+          readonly: Annotated[bool, typer.Option(
+              "--readonly", help="the app only shows: no launching, no catalog edits")] = False,
           version: Annotated[bool, typer.Option("--version", help="print the version")] = False):
+    """Without a command: open the app on the catalog."""
     if version:
         out.print(f"ensui {__version__}")
         raise typer.Exit()
-    if ctx.invoked_subcommand is None:
-        out.print(ctx.get_help())
-        raise typer.Exit()
     ctx.obj = resolve_home(home)
+    if ctx.invoked_subcommand is None:
+        from ensui.app import EnsuiApp
+
+        EnsuiApp(ctx.obj, readonly=readonly).run()
+        raise typer.Exit()
 
 
 def _home(ctx: typer.Context, home: Path | None) -> Home:
@@ -235,6 +240,31 @@ def _existing_catalog(home: Home):
     if not home.catalog.exists():
         raise EnsuiError(f"no catalog at {home.catalog}; run an experiment first")
     return Catalog(home.catalog)
+
+
+SERVE_WARNING = ("textual-serve has no authentication: anyone who can reach {url} can "
+                 "use ensui as you. Keep it on 127.0.0.1 and reach it through an SSH tunnel "
+                 "(ssh -L {port}:127.0.0.1:{port} HOST).")
+
+
+@app.command()
+def serve(ctx: typer.Context,
+          host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="port to bind", min=1, max=65535)] = 8000,
+          readonly: Annotated[bool, typer.Option(
+              "--readonly", help="serve the app read-only")] = False,
+          home: HomeOption = None):
+    """Serve the app to a browser with textual-serve (localhost by default)."""
+    import shlex
+
+    from textual_serve.server import Server
+
+    where = _home(ctx, home)
+    command = f"{shlex.quote(sys.executable)} -m ensui --home {shlex.quote(str(where.root))}"
+    err.print("[bold yellow]warning:[/] " + SERVE_WARNING.format(
+        url=f"http://{host}:{port}", port=port), highlight=False)
+    Server(command + (" --readonly" if readonly else ""), host=host, port=port,
+           title="ensui").serve()
 
 
 from ensui import cli_jobs  # noqa: E402  (registers on `app`, which it imports)

@@ -21,6 +21,7 @@ from ensui.catalog import Catalog
 from ensui.engine.plan import Plan, make_plan
 from ensui.engine.report import accuracy_table, resilience_summary, team_summary
 from ensui.engine.runtime import pool
+from ensui.engine.runtime.control import serving
 from ensui.engine.runtime.submit import submit
 from ensui.engine.runtime.worker import STALE_S, Worker
 from ensui.engine.spec import load_spec
@@ -106,7 +107,7 @@ def _run_workers(plan: Plan, catalog: Catalog, home: Home, workers: int | None,
     only follows them: reattaching), and follow until every job has ended."""
     chosen = pool.lanes(cpu=workers) if workers else pool.lanes()
     exp = plan.experiment_id
-    procs = [] if _serving(catalog, exp) else pool.start(home, chosen, experiment=exp,
+    procs = [] if serving(catalog, exp) else pool.start(home, chosen, experiment=exp,
                                                           exit_when_idle=True)
     respawns = 0
     try:
@@ -116,7 +117,7 @@ def _run_workers(plan: Plan, catalog: Catalog, home: Home, workers: int | None,
             progress = catalog.experiment_progress(exp)
             if not progress.get("queued") and not progress.get("running"):
                 break
-            if all(p.poll() is not None for p in procs) and not _serving(catalog, exp):
+            if all(p.poll() is not None for p in procs) and not serving(catalog, exp):
                 catalog.reap(STALE_S)  # a crashed worker's job goes back to the queue
                 if respawns >= MAX_RESPAWNS:
                     raise RuntimeError("the workers keep exiting; see the logs in "
@@ -128,13 +129,6 @@ def _run_workers(plan: Plan, catalog: Catalog, home: Home, workers: int | None,
         raise
     for p in procs:
         p.wait(timeout=60)
-
-
-def _serving(catalog: Catalog, exp_id: str) -> bool:
-    """Whether a live worker (fresh heartbeat) takes this experiment's jobs."""
-    fresh = time.time() - STALE_S
-    return any(w["heartbeat"] > fresh and w["experiment"] in (None, exp_id)
-               for w in catalog.workers(alive_only=True))
 
 
 def _report(spec, plan: Plan, catalog: Catalog, home: Home, as_json: bool, out: Console,

@@ -26,7 +26,7 @@ _SHORT = {"weight_decay": "wd", "momentum": "m", "alpha": "α", "step_epochs": "
           "gamma": "γ"}
 
 
-def _compact(params: dict) -> str:
+def compact(params: dict) -> str:
     """`sgd lr=0.1 wd=0.0001 m=0.9`: a recipe in one short cell."""
     head = params.get("name", "")
     rest = " ".join(f"{_SHORT.get(k, k)}={v}" for k, v in params.items() if k != "name")
@@ -41,8 +41,8 @@ def models_table(rows: list[dict]) -> Table:
     table.add_column("batch", justify="right")
     table.add_column("top-1", justify="right", no_wrap=True)
     for r in rows:
-        table.add_row(r["id"], r["family"], r["recipe"], _compact(r["optimizer"]),
-                      _compact(r["scheduler"]), _fmt(r["epochs"]), _fmt(r["batch_size"]),
+        table.add_row(r["id"], r["family"], r["recipe"], compact(r["optimizer"]),
+                      compact(r["scheduler"]), _fmt(r["epochs"]), _fmt(r["batch_size"]),
                       _fmt(r["reported_top1"]))
     return table
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 
+from rich.cells import cell_len
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from ensui.render import _compact as compact_params  # `sgd lr=0.1 wd=0.0001 m=0.9`
+from ensui.render import compact as compact_params  # `sgd lr=0.1 wd=0.0001 m=0.9`
 
-__all__ = ["VimTable", "compact_params", "count_text", "cell", "whole_number",
-           "positive_number", "int_list"]
+__all__ = ["VimTable", "compact_params", "count_text", "cell", "fitted_widths",
+           "whole_number", "positive_number", "int_list"]
 
 
 class VimTable(DataTable):
@@ -27,6 +28,12 @@ class VimTable(DataTable):
         Binding("h", "cursor_left", "Left", show=False),
         Binding("l", "cursor_right", "Right", show=False),
     ]
+
+
+def fitted_widths(labels: list[str], rows: list[tuple[str, ...]]) -> list[int]:
+    """The width of each column that fits its label and every row's cell."""
+    return [max([cell_len(label), *(cell_len(row[i]) for row in rows)])
+            for i, label in enumerate(labels)]
 
 
 def cell(value) -> str:

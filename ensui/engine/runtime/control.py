@@ -41,6 +41,15 @@ def _wait_not_running(catalog: Catalog, key: str, seconds: float) -> bool:
     return catalog.job(key)["status"] != "running"
 
 
+def serving(catalog: Catalog, exp_id: str) -> bool:
+    """Whether a live worker (fresh heartbeat) takes this experiment's jobs."""
+    from ensui.engine.runtime.worker import STALE_S
+
+    fresh = time.time() - STALE_S
+    return any((w["heartbeat"] or 0) > fresh and w["experiment"] in (None, exp_id)
+               for w in catalog.workers(alive_only=True))
+
+
 def snapshot(catalog: Catalog) -> dict:
     """Jobs per state, live workers and the running jobs, as plain data."""
     return {"jobs": catalog.job_counts(), "workers": catalog.workers(alive_only=True),

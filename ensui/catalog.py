@@ -355,9 +355,10 @@ class Catalog(QueueMixin, FollowMixin):
             "count(DISTINCT x.job_key) AS total, "
             "count(DISTINCT CASE WHEN j.status = 'done' THEN x.job_key END) AS done, "
             "count(DISTINCT CASE WHEN j.status = 'failed' THEN x.job_key END) AS failed "
-            "FROM experiments e LEFT JOIN experiment_jobs x ON x.experiment_id = e.id "
+            "FROM (SELECT rowid AS rid, * FROM experiments ORDER BY created DESC, rowid DESC "
+            "LIMIT ? OFFSET ?) e LEFT JOIN experiment_jobs x ON x.experiment_id = e.id "
             "LEFT JOIN jobs j ON j.key = x.job_key GROUP BY e.id "
-            "ORDER BY e.created DESC, e.rowid DESC LIMIT ? OFFSET ?", [limit, offset]))
+            "ORDER BY e.created DESC, e.rid DESC", [limit, offset]))
 
     def newest_experiment(self) -> dict | None:
         rows = list(self.db.query(

@@ -36,6 +36,7 @@ def migration_4(db: sqlite_utils.Database) -> None:
          "heartbeat": float, "state": str, "job": str, "log": str, "experiment": str},
         pk="id")
     db["jobs"].create_index(["status", "priority"])
+    db["experiments"].create_index(["created"])  # history pages newest first
 
 
 class QueueMixin:

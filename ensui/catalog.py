@@ -351,7 +351,7 @@ class Catalog(QueueMixin, FollowMixin):
     def experiments_page(self, limit: int = 50, offset: int = 0) -> list[dict]:
         """Experiments newest first, with member count and jobs done / failed / total."""
         return list(self.db.query(
-            "SELECT e.id, e.name, e.created, count(DISTINCT x.member) AS members, "
+            "SELECT e.id, e.name, e.created, count(DISTINCT NULLIF(x.member, '')) AS members, "
             "count(DISTINCT x.job_key) AS total, "
             "count(DISTINCT CASE WHEN j.status = 'done' THEN x.job_key END) AS done, "
             "count(DISTINCT CASE WHEN j.status = 'failed' THEN x.job_key END) AS failed "

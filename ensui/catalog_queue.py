@@ -83,9 +83,11 @@ class QueueMixin:
         Best: highest priority, then the same member's model (`affinity`, a train key,
         so a worker keeps a loaded model), then oldest."""
         needs = ("any", "cuda") if lane.startswith("cuda") else ("any", "cpu")
+        # a job waits for its dependencies to be done; a study only for them to end
         where = ["j.status = 'queued'", "j.needs IN (?, ?)",
                  "NOT EXISTS (SELECT 1 FROM json_each(j.deps) d JOIN jobs p ON p.key = d.value"
-                 " WHERE p.status != 'done')"]
+                 " WHERE CASE WHEN j.kind = 'study' THEN p.status IN ('queued', 'running') "
+                 "ELSE p.status != 'done' END)"]
         params: list = list(needs)
         if experiment:
             where.append("j.key IN (SELECT job_key FROM experiment_jobs WHERE experiment_id = ?)")
@@ -192,9 +194,9 @@ class QueueMixin:
                 reaped.append({"key": key, "worker": worker, "status": status})
             conn.execute(
                 "UPDATE jobs AS q SET status = 'failed', error = 'a job it needs failed or was "
-                "cancelled' WHERE q.status = 'queued' AND EXISTS (SELECT 1 FROM "
-                "json_each(q.deps) d JOIN jobs p ON p.key = d.value WHERE p.status IN "
-                "('failed', 'cancelled'))")
+                "cancelled' WHERE q.status = 'queued' AND q.kind != 'study' AND EXISTS "
+                "(SELECT 1 FROM json_each(q.deps) d JOIN jobs p ON p.key = d.value "
+                "WHERE p.status IN ('failed', 'cancelled'))")
             conn.execute("UPDATE workers SET state = 'gone' WHERE state != 'gone' AND "
                          "heartbeat < ?", [limit])
             conn.execute("COMMIT")
@@ -300,7 +302,7 @@ class QueueMixin:
 
 def _deps(job) -> list[str]:
     deps = [job.depends] if job.depends else []
-    return deps + list(job.params.get("target_from", []))
+    return deps + list(job.params.get("target_from", [])) + list(job.params.get("after", []))
 
 
 def _iso(seconds: float) -> str:

@@ -25,7 +25,7 @@ from ensui.engine.runtime.control import serving
 from ensui.engine.runtime.submit import submit
 from ensui.engine.runtime.worker import STALE_S, Worker
 from ensui.engine.spec import load_spec
-from ensui.engine.study import run_study
+from ensui.engine.runtime.study_job import record_study
 from ensui.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK
 from ensui.home import Home
 from ensui import render
@@ -54,7 +54,7 @@ def run_headless(spec_file: Path, home: Home, *, as_json: bool, dry_run: bool,
     except KeyboardInterrupt:
         err.print("interrupted: finished epochs and jobs are kept; run the same command to resume")
         return EXIT_INTERRUPTED
-    return _report(spec, plan, catalog, home, as_json, out, err)
+    return _report(spec, spec_file, plan, catalog, home, as_json, out, err)
 
 
 def _detach(plan: Plan, home: Home, workers: int | None, err: Console) -> int:
@@ -131,10 +131,10 @@ def _run_workers(plan: Plan, catalog: Catalog, home: Home, workers: int | None,
         p.wait(timeout=60)
 
 
-def _report(spec, plan: Plan, catalog: Catalog, home: Home, as_json: bool, out: Console,
-            err: Console) -> int:
+def _report(spec, spec_file: Path, plan: Plan, catalog: Catalog, home: Home, as_json: bool,
+            out: Console, err: Console) -> int:
     rows = accuracy_table(plan, catalog, spec.validation.sets)
-    study = _study(spec, plan, catalog, home, err)
+    study = _study(spec, spec_file, catalog, home, err)
     states = catalog.job_states(plan.experiment_id)
     failed = {k: e or s for k, (s, e) in states.items() if s in ("failed", "cancelled")}
     if as_json:
@@ -152,17 +152,14 @@ def _report(spec, plan: Plan, catalog: Catalog, home: Home, as_json: bool, out: 
     return EXIT_JOB_FAILED if failed else EXIT_OK
 
 
-def _study(spec, plan: Plan, catalog: Catalog, home: Home, err: Console) -> dict | None:
+def _study(spec, spec_file: Path, catalog: Catalog, home: Home, err: Console) -> dict | None:
     """Run and record the ensemble study; a plain-data summary of it, or None."""
     if not spec.analysis.enabled:
         return None
-    study = run_study(spec, plan, catalog, home)
+    study = record_study(spec, spec_file, catalog, home)  # fresh, whoever ran the jobs
     if study is None:
         err.print("study skipped: fewer than two members were evaluated on every set")
         return None
-    catalog.record_study(plan.experiment_id, study.team_rows, study.correlations,
-                         study.matrices, study.members, study.resilience,
-                         study.corruption_errors)
     for member, why in study.skipped.items():
         err.print(f"study leaves out {member}: {why}", highlight=False)
     for note in study.notes:

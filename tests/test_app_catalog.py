@@ -274,7 +274,7 @@ def test_plan_counts_jobs_to_run_and_errors_show_in_the_status():
             await settle(pilot)
             status = str(screen.query_one("#status", Static).content)
             # per member: train, evaluate on clean, activations, attribution
-            assert status.startswith("8 jobs: 8 to run, 0 cached, 0 already"), status
+            assert status.startswith("9 jobs: 9 to run, 0 cached, 0 already"), status
             fill(screen, severities="9")
             await pilot.press("ctrl+o")
             await settle(pilot)
@@ -306,7 +306,7 @@ def test_launch_queues_the_jobs_starts_workers_and_opens_the_jobs_mode(home):
         catalog = Catalog(home / "catalog.db")
         exp = catalog.find_experiment("launch-test")
         rows = catalog.experiment_jobs(exp["id"])
-        assert len(rows) == 8 and {r["status"] for r in rows} <= {"queued", "running"}
+        assert len(rows) == 8 + 1 and {r["status"] for r in rows} <= {"queued", "running"}
         assert len(started) == 1  # one CPU lane on a machine without a GPU
         assert (home.parent / "launch-test.yaml").is_file()  # replayable by headless
     finally:

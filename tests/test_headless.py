@@ -59,7 +59,8 @@ def test_catalog_records_jobs_epochs_and_results(finished):
     conn = sqlite3.connect(home / "catalog.db")
     statuses = conn.execute("SELECT kind, status, count(*) FROM jobs GROUP BY kind, status").fetchall()
     assert sorted(statuses) == [("activations", "done", 9), ("attribute", "done", 18),
-                                ("evaluate", "done", 9), ("train", "done", 3)]
+                                ("evaluate", "done", 9), ("study", "done", 1),
+                                ("train", "done", 3)]
     assert conn.execute("SELECT count(*) FROM epochs").fetchone()[0] == 3
     sizes = dict(conn.execute("SELECT val_set, max(n) FROM results GROUP BY val_set").fetchall())
     # noise pools its 3 corruptions at the one chosen severity
@@ -103,7 +104,8 @@ def test_rerun_skips_everything_and_recomputes_a_damaged_artifact(finished):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "epoch" not in proc.stderr  # nothing trained again
-    assert proc.stderr.count("cached") == 11 + 9 + 17  # all but the two damaged jobs
+    # all but the two damaged jobs and the study they made stale
+    assert proc.stderr.count("cached") == 11 + 9 + 17
     assert np.load(damaged).shape[1] == 10  # rewritten whole
     np.testing.assert_array_equal(np.load(maps), before)  # recomputed, the same
     def results(stdout):  # a recomputed job costs again: compare what was measured
@@ -116,7 +118,8 @@ def test_dry_run_prints_plan_and_writes_nothing(cli, tmp_path, home):
     spec = write(tmp_path, SPEC)
     code, out, _ = cli("headless", "--spec", spec, "--dry-run", "--json")
     plan = json.loads(out)
-    assert code == 0 and len(plan["jobs"]) == 12 + 9 + 18  # + features, 2 attribution methods
+    # + features, 2 attribution methods, the study
+    assert code == 0 and len(plan["jobs"]) == 12 + 9 + 18 + 1
     assert {j["state"] for j in plan["jobs"]} == {"new"}
     assert not home.exists()
 

@@ -31,7 +31,7 @@ def test_schema_and_check_commands(cli):
     schema = json.loads(out)
     assert code == 0 and "members" in schema["properties"] and "TrainingSpec" in schema["$defs"]
     code, _, err = cli("spec", "check", QUICKSTART)
-    assert code == 0 and "ok" in err and "96 jobs" in err  # 6 trainings, 30 evaluations, 30 + 30 analysis
+    assert code == 0 and "ok" in err and "97 jobs" in err  # 6 trainings, 30 evaluations, 30 + 30 analysis, the study
 
 
 def test_engine_never_imports_textual():

@@ -55,6 +55,8 @@ def make_plan(spec: Spec, catalog: Catalog, spec_path: Path | None = None,
         jobs.append(train)
         jobs += [_eval_job(spec, member, row, train, name) for name in spec.validation.sets]
     jobs += _analysis_jobs(spec, [j for j in jobs if j.kind == "evaluate"])
+    if spec.analysis.enabled:
+        jobs.append(_study_job(spec, jobs))
     exp_id = content_key({"name": spec.name, "jobs": [j.key for j in jobs],
                           "members": [m.label for m in spec.members]})
     return Plan(exp_id, jobs)
@@ -176,3 +178,13 @@ def _attribution_params(spec: Spec, ev: Job, data: dict, method: str, evals: lis
 def _derived(ev: Job, kind: str, params: dict) -> Job:
     return Job(content_key({"kind": kind, **params}), kind, ev.member, ev.model_id, params,
                depends=ev.params["train_key"])
+
+
+def _study_job(spec: Spec, jobs: list[Job]) -> Job:
+    """The experiment's study, computed and recorded in the catalog once every other job
+    has ended (done or not: the study leaves out members without outputs), so the app
+    shows it whoever ran the jobs."""
+    params = {"after": [j.key for j in jobs], "name": spec.name,
+              "analysis": spec.analysis.model_dump(mode="json"),
+              "sets": spec.validation.sets}
+    return Job(content_key({"kind": "study", **params}), "study", "", "", params)

@@ -10,6 +10,8 @@ def accuracy_table(plan: Plan, catalog: Catalog, sets: list[str]) -> list[dict]:
     """One row per member: model, reported top-1, status, and accuracy (%) per set."""
     rows: dict[str, dict] = {}
     for job in plan.jobs:
+        if job.kind == "study":  # the experiment's, no member's
+            continue
         if job.member not in rows:  # one catalog look-up per member, not per job
             rows[job.member] = {
                 "member": job.member, "model_id": job.model_id,

@@ -58,7 +58,7 @@ def read_results(home, ref: str | None) -> dict:
             return {"missing": str(exc)}
         if exp is None:
             return {"missing": "no experiment recorded yet"}
-        jobs = catalog.experiment_jobs(exp["id"])
+        jobs = [j for j in catalog.experiment_jobs(exp["id"]) if j["kind"] != "study"]
         data = _members(catalog, jobs, catalog.member_results(exp["id"]))
         data.update(experiment={k: exp[k] for k in ("id", "name", "created")},
                     teams=[{k: v for k, v in r.items() if k not in HIDDEN_TEAM_COLUMNS}

@@ -112,7 +112,20 @@ class _Run:
             job = self.catalog.claim_job(pending, self.lane, self.exp_id)
             if job is None:
                 return
+            if job["kind"] == "study":  # it needs the catalog: here, not on a node
+                self._study_here(job, pending)
+                continue
             self._submit(job, pending)
+
+    def _study_here(self, job: dict, worker: str) -> None:
+        from ensui.engine.runtime.study_job import record_study
+
+        try:
+            record_study(self.spec, Path(self.spec_path), self.catalog, self.home)
+        except Exception as exc:  # recorded; the study can be retried
+            self.catalog.end_job(job["key"], worker, "failed", f"{type(exc).__name__}: {exc}")
+            return
+        self.catalog.end_job(job["key"], worker, "done", artifact="catalog")
 
     def _submit(self, job: dict, pending: str) -> None:
         key, p = job["key"], job["params"]

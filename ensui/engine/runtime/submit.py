@@ -44,4 +44,7 @@ def triage(plan: Plan, catalog: Catalog, home: Home) -> tuple[set[str], list[Job
             cached.append(job)
         else:
             redo.add(job.key)
+    if redo:  # a job to do again makes the study stale
+        redo |= {j.key for j in cached if j.kind == "study"}
+        cached = [j for j in cached if j.kind != "study"]
     return redo, cached

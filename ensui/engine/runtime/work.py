@@ -37,15 +37,20 @@ class Recorder(Protocol):
 
 class JobWork:
     def __init__(self, spec: Spec, home: Home, recorder: Recorder, device: torch.device,
-                 train_params: Callable[[str], dict]):
+                 train_params: Callable[[str], dict], study: Callable[[], str] | None = None):
         self.spec, self.home, self.record, self.device = spec, home, recorder, device
         self.train_params = train_params  # train key -> that job's params
+        self.study = study  # records the experiment's study; only where the catalog is
         self.workspace = Workspace(spec, home)
         self._trained: tuple[str, object] | None = None
         self.should_stop: Callable[[], bool] = lambda: False
 
     def run(self, key: str, kind: str, params: dict, member: str, model_id: str) -> str:
         """Do the job; the path of its artifact."""
+        if kind == "study":
+            if self.study is None:
+                raise RuntimeError("a study job runs where the catalog is, not on a node")
+            return self.study()
         work = {"train": self._train, "evaluate": self._evaluate,
                 "activations": self._activations, "attribute": self._attribute}[kind]
         return work(key, params, member, model_id)
@@ -132,6 +137,8 @@ class JobWork:
 
 def intact(home: Home, key: str, kind: str, params: dict) -> bool:
     """Whether a done job's artifacts are all on disk and check out."""
+    if kind == "study":
+        return True  # it lives in the catalog
     if kind == "train":
         return artifacts.is_intact(home.runs / key / supervised.WEIGHTS)
     if kind == "evaluate":

@@ -25,6 +25,7 @@ import torch
 
 from ensui.catalog import Catalog
 from ensui.engine.runtime import cost
+from ensui.engine.runtime.study_job import record_study
 from ensui.engine.runtime.work import JobWork, job_log_path
 from ensui.engine.spec import parse_spec
 from ensui.home import Home
@@ -169,9 +170,15 @@ class Worker:
             exp = self.catalog.db["experiments"].get(exp_id)
             from pathlib import Path
 
-            spec = parse_spec(exp["spec"], Path(exp["spec_path"]))
+            spec_path = Path(exp["spec_path"])
+            spec = parse_spec(exp["spec"], spec_path)
+
+            def study() -> str:
+                record_study(spec, spec_path, self.catalog, self.home)
+                return "catalog"
+
             self._work = {exp_id: JobWork(spec, self.home, CatalogRecorder(self.catalog),
-                                          self.device, self._train_params)}
+                                          self.device, self._train_params, study)}
         return self._work[exp_id]
 
     def _train_params(self, train_key: str) -> dict:

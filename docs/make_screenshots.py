@@ -15,6 +15,7 @@ from ensui.home import Home
 
 
 async def shoot(home: Path, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     app = EnsuiApp(Home(home), readonly=True)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(2.0)

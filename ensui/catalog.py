@@ -20,9 +20,13 @@ import sqlite_utils
 
 from ensui import paper
 from ensui.catalog_queue import FollowMixin, QueueMixin, migration_4
-from ensui.errors import UnknownIdError
+from ensui.errors import EnsuiError, UnknownIdError
 
 BUSY_TIMEOUT_S = 30.0
+
+
+class CatalogTooNew(EnsuiError, RuntimeError):
+    """The file was written by a newer ensui; opening it could damage it."""
 
 
 def _now() -> str:
@@ -156,9 +160,9 @@ class Catalog(QueueMixin, FollowMixin):
         try:
             version = self.schema_version()
             if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"catalog {self.path} has schema {version}, newer than this ensui ({SCHEMA_VERSION})"
-                )
+                raise CatalogTooNew(
+                    f"catalog {self.path} has schema {version}, newer than this ensui "
+                    f"({SCHEMA_VERSION}); upgrade ensui to open it")
             for migrate in MIGRATIONS[version:]:
                 migrate(self.db)
             if version < SCHEMA_VERSION:

@@ -48,7 +48,9 @@ def _root(ctx: typer.Context, home: RootHomeOption = None,
     ctx.obj = resolve_home(home)
     if ctx.invoked_subcommand is None:
         from ensui.app import EnsuiApp
+        from ensui.catalog import Catalog
 
+        Catalog(ctx.obj.catalog).close()  # a newer or damaged catalog: a message, not the app
         EnsuiApp(ctx.obj, readonly=readonly).run()
         raise typer.Exit()
 

@@ -403,3 +403,14 @@ def test_catalog_snapshot(snap_compare, size):
         await settle(pilot)
 
     assert snap_compare(EnsuiApp(resolve_home()), terminal_size=size, run_before=loaded)
+
+
+def test_a_catalog_from_a_newer_ensui_is_a_message_not_a_traceback(cli, home):
+    import sqlite3
+
+    Catalog(home / "catalog.db").close()
+    conn = sqlite3.connect(home / "catalog.db")
+    conn.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    conn.commit()
+    code, _, err = cli()
+    assert code == 2 and "newer than this ensui" in err and "Traceback" not in err

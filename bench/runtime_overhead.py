@@ -21,7 +21,6 @@ import textwrap
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as workers run; set before torch loads
 import torch  # noqa: E402
 
 from ensui.catalog import Catalog  # noqa: E402

@@ -78,10 +78,10 @@ def plan_table(jobs: list[dict]) -> Table:
 def accuracy_table(rows: list[dict], sets: list[str]) -> Table:
     table = Table(title="Top-1 accuracy (%) per validation set")
     table.add_column("member", no_wrap=True)
-    table.add_column("paper", justify="right")
+    table.add_column("paper", justify="right", no_wrap=True, min_width=6)
     for name in sets:
         table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
-    table.add_column("time", justify="right")
+    table.add_column("time", justify="right", no_wrap=True)
     gpu = any((r.get("cost") or {}).get("gpu_hours") for r in rows)
     if gpu:
         table.add_column("GPU-h", justify="right")
@@ -103,13 +103,15 @@ def accuracy_table(rows: list[dict], sets: list[str]) -> Table:
 
 
 def duration(seconds: float | None) -> str:
-    """90 → '1m30s'; None → '—'."""
+    """64 → '64s', 150 → '2m30s', 3720 → '1h02m'; None → '—' (short: tables fit 80 columns)."""
     if seconds is None:
         return "—"
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{seconds}s" if seconds < 100 else f"{minutes}m{secs:02d}s"
 
 
 def team_summary_table(rows: list[dict], consensus: str) -> Table:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState
@@ -15,7 +14,7 @@ from textual.worker import Worker, WorkerState
 from ensui.screens.data import catalog_of
 from ensui.screens.jobs import fill_table
 from ensui.screens.results import delta_cell
-from ensui.screens.widgets import VimTable
+from ensui.screens.widgets import Read, VimTable
 
 PAGE = 50
 
@@ -61,16 +60,12 @@ def compare_rows(data: dict) -> list[tuple[str, tuple]]:
 
 # -- messages and the screen --------------------------------------------------------------
 
-class HistoryRead(Message):
-    def __init__(self, data: dict):
-        super().__init__()
-        self.data = data
+class HistoryRead(Read):
+    """History data read in a thread."""
 
 
-class CompareRead(Message):
-    def __init__(self, data: dict):
-        super().__init__()
-        self.data = data
+class CompareRead(Read):
+    """Compare data read in a thread."""
 
 
 class HistoryScreen(Screen):

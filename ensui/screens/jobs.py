@@ -24,7 +24,7 @@ from textual_plotext import PlotextPlot
 
 from ensui.render import duration
 from ensui.screens.data import catalog_of
-from ensui.screens.widgets import VimTable
+from ensui.screens.widgets import Read, VimTable
 
 PAGE = 100
 LOG_LINES = 20
@@ -119,16 +119,12 @@ def _cursor_key(table: DataTable) -> str | None:
 
 # -- messages and the confirmation modal ------------------------------------------------
 
-class QueueRead(Message):
-    def __init__(self, data: dict):
-        super().__init__()
-        self.data = data
+class QueueRead(Read):
+    """Queue data read in a thread."""
 
 
-class DetailRead(Message):
-    def __init__(self, data: dict):
-        super().__init__()
-        self.data = data
+class DetailRead(Read):
+    """Detail data read in a thread."""
 
 
 class ControlDone(Message):

@@ -34,7 +34,7 @@ from textual.worker import Worker, WorkerState
 from ensui.screens.data import catalog_of
 from ensui.screens.heatmap import Heatmap
 from ensui.screens.jobs import fill_table
-from ensui.screens.widgets import VimTable
+from ensui.screens.widgets import Read, VimTable
 
 IDLE_REREAD_S = 5.0
 SAMPLES = 20
@@ -191,10 +191,8 @@ class Exported(Message):
         self.text = text
 
 
-class PairRead(Message):
-    def __init__(self, data: dict):
-        super().__init__()
-        self.data = data
+class PairRead(Read):
+    """Pair data read in a thread."""
 
 
 class PairScreen(ModalScreen):

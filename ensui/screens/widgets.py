@@ -11,6 +11,7 @@ import json
 
 from rich.cells import cell_len
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import DataTable
 
 from ensui.render import compact as compact_params  # `sgd lr=0.1 wd=0.0001 m=0.9`
@@ -90,3 +91,11 @@ def int_list(field: str, text: str, low: int, high: int | None = None) -> list[i
     if len(set(values)) != len(values):
         raise ValueError(f"{field}: a number is listed twice")
     return values
+
+
+class Read(Message):
+    """What a screen's thread worker read, posted back to the screen as plain data."""
+
+    def __init__(self, data: dict):
+        super().__init__()
+        self.data = data

@@ -23,7 +23,7 @@ def test_crop_matches_slow_per_image_reference():
     from ensui.engine.data import augment as aug
 
     box = torch.tensor([[0.0, 0.0, 8.0, 8.0]])
-    theta = aug._affine(box, torch.tensor([False]), 16, 16)
+    theta = aug.crop_affine(box, torch.tensor([False]), 16, 16)
     grid = torch.nn.functional.affine_grid(theta, [1, 3, 8, 8], align_corners=False)
     out = torch.nn.functional.grid_sample(x.float(), grid, align_corners=False)
     assert torch.allclose(out, x[..., :8, :8].float(), atol=1e-4)

@@ -29,7 +29,7 @@ class Augment:
         x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
         boxes = crop_boxes(len(x), x.shape[-2], x.shape[-1], self.scale, self.ratio, gen)
         flips = torch.rand(len(x), generator=gen) < self.hflip
-        theta = _affine(boxes, flips, x.shape[-2], x.shape[-1]).to(x.device)
+        theta = crop_affine(boxes, flips, x.shape[-2], x.shape[-1]).to(x.device)
         grid = F.affine_grid(theta, [len(x), x.shape[1], self.size, self.size], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border",
                              align_corners=False).clamp_(0, 1)
@@ -64,7 +64,8 @@ def _centre_fallback(height: int, width: int, ratio) -> tuple[int, int]:
     return height, width
 
 
-def _affine(boxes: torch.Tensor, flips: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def crop_affine(boxes: torch.Tensor, flips: torch.Tensor, height: int,
+                width: int) -> torch.Tensor:
     """Affine matrices mapping the output grid onto each box (normalized coordinates)."""
     top, left, h, w = boxes.unbind(1)
     sx = w / width * torch.where(flips, -1.0, 1.0)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ensui.engine.data.augment import _affine, crop_boxes
+from ensui.engine.data.augment import crop_affine, crop_boxes
 
 GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114],
@@ -127,7 +127,7 @@ def _factor(n: int, strength: float, gen) -> Tensor:
 
 def _render_view(x: Tensor, d: ViewDraw) -> Tensor:
     dev = x.device
-    theta = _affine(d.boxes, d.flips, x.shape[-2], x.shape[-1]).to(dev)
+    theta = crop_affine(d.boxes, d.flips, x.shape[-2], x.shape[-1]).to(dev)
     grid = F.affine_grid(theta, [len(x), x.shape[1], d.size, d.size], align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border",
                         align_corners=False).clamp_(0, 1)

@@ -244,18 +244,6 @@ class Catalog(QueueMixin, FollowMixin):
                 [{"experiment_id": exp_id, "job_key": k, "member": m} for k, m in jobs],
                 pk=("experiment_id", "job_key", "member"))
 
-    def ensure_job(self, key: str, kind: str, member: str, model_id: str, params: dict) -> dict:
-        """The job row for `key`, created as queued when new (same content, same row)."""
-        existing = self.job(key)
-        if existing:
-            return existing
-        self.db["jobs"].insert(
-            {"key": key, "kind": kind, "member": member, "model_id": model_id,
-             "params": json.dumps(params, sort_keys=True), "status": "queued",
-             "attempts": 0, "created": _now()},
-            pk="key", ignore=True)
-        return self.job(key)
-
     def job(self, key: str) -> dict | None:
         rows = list(self.db.query("SELECT * FROM jobs WHERE key = ?", [key]))
         return _decode(rows[0]) if rows else None

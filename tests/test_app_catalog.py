@@ -222,6 +222,19 @@ def fill(screen, **fields) -> None:
         screen.query_one(f"#{name}", Input).value = value
 
 
+async def launch_on_clean(pilot, **fields) -> list[int]:
+    """Open the builder, fill `fields`, keep only the clean set, launch; the pids of the
+    workers it started."""
+    await pilot.press("2")
+    builder = pilot.app.screen
+    fill(builder, **fields)
+    for name in SET_CHOICES[1:]:
+        builder.query_one(f"#set-{name}", Checkbox).value = False
+    await pilot.press("ctrl+l")
+    await settle(pilot, builder)
+    return list(builder.started)
+
+
 def test_save_spec_writes_yaml_that_loads_back_equal_and_headless_accepts(cli, tmp_path):
     from ensui.engine.spec import Spec, load_spec
 
@@ -291,14 +304,7 @@ def test_launch_queues_the_jobs_starts_workers_and_opens_the_jobs_mode(home):
     async def body():
         app, _ = make_app(picked=["SqueezeNet", "MNASNET_1"])
         async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.press("2")
-            builder = app.screen
-            fill(builder, name="launch-test", epochs="1")
-            for name in SET_CHOICES[1:]:
-                builder.query_one(f"#set-{name}", Checkbox).value = False
-            await pilot.press("ctrl+l")
-            await settle(pilot, builder)
-            started.extend(builder.started)
+            started.extend(await launch_on_clean(pilot, name="launch-test", epochs="1"))
             assert app.current_mode == "jobs"
 
     try:

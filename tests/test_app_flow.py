@@ -11,13 +11,12 @@ import sys
 import time
 
 import pytest
-from textual.widgets import Checkbox, DataTable
+from textual.widgets import DataTable
 
 from conftest import write
 from ensui.catalog import Catalog
 from ensui.engine.runtime import pool
-from ensui.screens.builder import SET_CHOICES
-from test_app_catalog import fill, make_app, settle
+from test_app_catalog import launch_on_clean, make_app, settle
 
 
 async def _wait(pilot, ready, timeout: float) -> None:
@@ -41,14 +40,7 @@ def test_pick_build_launch_watch_and_read_the_results(home):
             await settle(pilot)
             await pilot.press("space", "j", "j", "j", "space", "j", "space")  # three members
             assert len(app.picked) == 3
-            await pilot.press("2")
-            builder = app.screen
-            fill(builder, name="flow", epochs="1", team_sizes="2")
-            for name in SET_CHOICES[1:]:
-                builder.query_one(f"#set-{name}", Checkbox).value = False
-            await pilot.press("ctrl+l")
-            await settle(pilot, builder)
-            started.extend(builder.started)
+            started.extend(await launch_on_clean(pilot, name="flow", epochs="1", team_sizes="2"))
             assert app.current_mode == "jobs"
             jobs = app.screen
             await _wait(pilot, lambda: _rows(jobs, "queue") >= 3 * 4, 60)  # the queue shows

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -359,9 +360,7 @@ def plan_summary(spec, home) -> str:
         states = [(catalog.job(j.key) or {}).get("status") for j in plan.jobs]
     new = sum(state is None for state in states)
     in_flight = sum(state in IN_FLIGHT for state in states)
-    kinds = {}
-    for job in plan.jobs:
-        kinds[job.kind] = kinds.get(job.kind, 0) + 1
+    kinds = Counter(job.kind for job in plan.jobs)
     detail = " · ".join(f"{kind} {n}" for kind, n in kinds.items())
     return (f"{len(plan.jobs)} jobs: {new + len(redo)} to run, {len(cached)} cached, "
             f"{in_flight} already queued or running ({detail})")

@@ -20,6 +20,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -59,7 +60,7 @@ class Worker:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.catalog = Catalog(home.catalog)
         self.device = torch.device("cuda" if lane.startswith("cuda") else "cpu")
-        self._work: dict[str, JobWork] = {}  # per experiment
+        self._work: tuple[str, JobWork] | None = None  # (experiment id, its JobWork)
         self._job: str | None = None
         self._cancelled = threading.Event()
         self._stopping = threading.Event()
@@ -165,11 +166,10 @@ class Worker:
         return "queued", "interrupted; re-queued, it resumes from its last checkpoint"
 
     def _work_for(self, job: dict) -> JobWork:
+        """The job's experiment's JobWork, kept while jobs of that experiment follow."""
         exp_id = job["experiment_id"]
-        if exp_id not in self._work:
-            exp = self.catalog.db["experiments"].get(exp_id)
-            from pathlib import Path
-
+        if self._work is None or self._work[0] != exp_id:
+            exp = self.catalog.find_experiment(exp_id)
             spec_path = Path(exp["spec_path"])
             spec = parse_spec(exp["spec"], spec_path)
 
@@ -177,9 +177,9 @@ class Worker:
                 record_study(spec, spec_path, self.catalog, self.home)
                 return "catalog"
 
-            self._work = {exp_id: JobWork(spec, self.home, CatalogRecorder(self.catalog),
-                                          self.device, self._train_params, study)}
-        return self._work[exp_id]
+            self._work = (exp_id, JobWork(spec, self.home, CatalogRecorder(self.catalog),
+                                          self.device, self._train_params, study))
+        return self._work[1]
 
     def _train_params(self, train_key: str) -> dict:
         return self.catalog.job(train_key)["params"]

@@ -91,7 +91,7 @@ def accuracy_table(rows: list[dict], sets: list[str]) -> Table:
     for r in rows:
         cells = ["—" if r["accuracy"][s] is None else f"{r['accuracy'][s]:.1f}" for s in sets]
         cost = r.get("cost") or {}
-        cells.append(duration(cost.get("wall_s")))
+        cells.append(_short_duration(cost.get("wall_s")))
         if gpu:
             cells.append("—" if cost.get("gpu_hours") is None else f"{cost['gpu_hours']:.2f}")
         if unfinished:
@@ -100,6 +100,17 @@ def accuracy_table(rows: list[dict], sets: list[str]) -> Table:
     table.caption = ("paper: Figure A's top-1 on ImageNet at 224 px — a reference, not the same "
                      "task; time: the member's jobs, summed")
     return table
+
+
+def _short_duration(seconds: float | None) -> str:
+    """At most 4 characters (64s, 12m, 1.3h), so the accuracy table fits 80 columns."""
+    if seconds is None:
+        return "—"
+    if seconds < 99.5:
+        return f"{seconds:.0f}s"
+    if seconds < 99.5 * 60:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h" if seconds < 9.95 * 3600 else f"{seconds / 3600:.0f}h"
 
 
 def duration(seconds: float | None) -> str:

@@ -379,9 +379,11 @@ class Catalog(QueueMixin, FollowMixin):
         metrics = list(dict.fromkeys(r["metric"] for r in rows))
         sets = list(dict.fromkeys(r["val_set"] for r in rows))
         cell = {(r["metric"], r["val_set"]): r["pearson_r"] for r in rows}
+        stats = {f"{r['metric']}|{r['val_set']}": {k: r[k] for k in ("n", *_STATISTICS)}
+                 for r in rows}
         return {"consensus": consensus, "metrics": metrics, "sets": sets,
                 "improvement": rows[0]["improvement"] if rows else None,
-                "values": [[cell.get((m, s)) for s in sets] for m in metrics]}
+                "values": [[cell.get((m, s)) for s in sets] for m in metrics], "stats": stats}
 
     def pairwise_matrices(self, exp_id: str) -> list[dict]:
         return [{"val_set": r["val_set"], "metric": r["metric"],

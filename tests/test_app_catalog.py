@@ -10,12 +10,18 @@ import asyncio
 
 import pytest
 from textual.widgets import Checkbox, DataTable, Input, RadioButton, Static
+from textual.worker import WorkerCancelled
 
 from ensui.app import EnsuiApp
 from ensui.catalog import Catalog
 from ensui.home import resolve_home
-from ensui.screens.builder import (CONSENSUS_CHOICES, SET_CHOICES, BuilderScreen, Form,
-                                   spec_data)
+from ensui.screens.builder import (
+    CONSENSUS_CHOICES,
+    SET_CHOICES,
+    BuilderScreen,
+    Form,
+    spec_data,
+)
 from ensui.screens.catalog import CatalogScreen, VariantForm, variant_request
 from ensui.screens.help import HelpScreen
 
@@ -42,7 +48,10 @@ async def settle(pilot, node=None, rounds: int = 4) -> None:
     node = node or pilot.app.screen
     for _ in range(rounds):
         mine = [w for w in pilot.app.workers if w.node is node]
-        await pilot.app.workers.wait_for_complete(mine)
+        try:
+            await pilot.app.workers.wait_for_complete(mine)
+        except WorkerCancelled:
+            pass  # an exclusive read replaced by a newer one
         await pilot.pause()
 
 
@@ -117,6 +126,30 @@ def test_filter_narrows_rows_and_escape_clears_it():
             assert not screen.query_one("#filter", Input).display
 
     run(body)
+
+
+def test_filter_and_scale_persist_between_sessions():
+    from ensui.screens.views import load_view
+
+    async def leave():
+        app, _ = make_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("slash", *"dino", "enter", "s")
+            await settle(pilot)
+        assert load_view(resolve_home(), "catalog") == {"filter": "dino", "scale": "paper"}
+
+    async def reopen():
+        app, _ = make_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            assert (screen.scale, screen.text_filter) == ("paper", "dino")
+            assert screen.query_one("#filter", Input).display
+            assert table(screen, "models").row_count == 4
+
+    run(leave)
+    run(reopen)
 
 
 def test_space_picks_members_with_a_visible_mark_and_the_builder_lists_them():
@@ -211,6 +244,11 @@ def test_builder_choices_match_the_engine():
     (Form(team_sizes="1"), SUPERVISED, "team sizes"),
     (Form(epochs="0"), SUPERVISED, "epochs"),
     (Form(dataset="no/such/folder"), SUPERVISED, "dataset"),
+    (Form(crop_scale="0.5"), SUPERVISED, "crop scale"),
+    (Form(crop_scale="0.9,0.2"), SUPERVISED, "crop scale"),
+    (Form(crop_scale="0.2,x"), SUPERVISED, "crop scale"),
+    (Form(hflip="1.5"), SUPERVISED, "flip"),
+    (Form(hflip="-1"), SUPERVISED, "flip"),
 ])
 def test_builder_form_errors_name_the_field(form, members, field):
     with pytest.raises(ValueError, match=rf"^{field}:"):
@@ -243,7 +281,8 @@ def test_save_spec_writes_yaml_that_loads_back_equal_and_headless_accepts(cli, t
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("2")
             screen = app.screen
-            fill(screen, name="trial run", severities="1, 3", team_sizes="2", epochs="2")
+            fill(screen, name="trial run", severities="1, 3", team_sizes="2", epochs="2",
+                 crop_scale="0.25, 1", hflip="0")
             screen.query_one("#set-weather", Checkbox).value = False
             screen.query_one("#consensus-vote", Checkbox).value = True
             screen.query_one("#scale-paper", RadioButton).value = True
@@ -254,7 +293,7 @@ def test_save_spec_writes_yaml_that_loads_back_equal_and_headless_accepts(cli, t
                 "name": "trial run", "scale": "paper", "members": SUPERVISED,
                 "validation": {"sets": ["clean", "noise", "blur", "digital"], "severities": [1, 3]},
                 "analysis": {"consensus": ["average", "vote"], "team_sizes": [2]},
-                "training": {"epochs": 2}})
+                "training": {"epochs": 2, "crop_scale": [0.25, 1.0], "hflip": 0.0}})
             assert load_spec(path) == expected == screen.spec
             fill(screen, epochs="3")  # the file now holds another spec: ask first
             await pilot.press("ctrl+s")

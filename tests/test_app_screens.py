@@ -11,14 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from textual.app import App
+from textual.worker import WorkerCancelled
 
 from ensui.app import EnsuiApp
 from ensui.catalog import Catalog
 from ensui.engine.artifacts import save_array
 from ensui.engine.plan import Job
 from ensui.home import Home
+from ensui.screens.drilldown import correlation_points, correlation_text
 from ensui.screens.heatmap import Heatmap, scale_colour, window
 from ensui.screens.results import team_view
+from ensui.screens.views import load_view, save_view, views_path
 
 EXP, EXP2 = "e1" + "0" * 18, "e2" + "0" * 18
 MODELS = {"A": "SqueezeNet", "B": "MNASNET_1", "C": "ResNext50_16.4", "D": "deit_tiny_p16_224",
@@ -155,7 +158,10 @@ async def settle(pilot, until=lambda: True, timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        await pilot.app.workers.wait_for_complete()
+        try:
+            await pilot.app.workers.wait_for_complete()
+        except WorkerCancelled:
+            pass  # an exclusive read replaced by a newer one
         await pilot.pause()
         if until():
             return
@@ -445,6 +451,92 @@ def test_pairwise_cell_opens_the_pairs_two_by_two(fixed):
         assert "q_diversity" in heatmap.title
 
     drive(app_on(home, "results", EXP), (120, 40), script)
+
+
+def test_correlation_points_pick_the_cells_teams():
+    teams = [{"team": "A + B", "val_set": "clean", "consensus": "average", "q": 0.1, "vs_mean": 2.0},
+             {"team": "A + C", "val_set": "clean", "consensus": "average", "q": None,
+              "vs_mean": 1.0},
+             {"team": "A + B", "val_set": "noise", "consensus": "average", "q": 0.3, "vs_mean": 3.0},
+             {"team": "A + B", "val_set": "clean", "consensus": "plurality", "q": 0.4,
+              "vs_mean": 4.0},
+             {"team": "B + C", "val_set": "clean", "consensus": "average", "q": 0.5, "vs_mean": -1.0}]
+    assert correlation_points(teams, "q", "clean", "average", "vs_mean") == [
+        (0.1, 2.0, "A + B"), (0.5, -1.0, "B + C")]
+    text = correlation_text({"pearson_r": 0.5, "pearson_ci_low": -0.25, "pearson_ci_high": 0.9,
+                             "pearson_p": 0.0123, "spearman_r": None, "spearman_p": None, "n": 7})
+    assert "Pearson r +0.500 (95% CI -0.250 … +0.900, p 0.0123)" in text
+    assert "Spearman ρ —" in text and "n 7 teams" in text
+
+
+def test_figure_b_cell_opens_the_teams_behind_it(fixed):
+    home, _ = fixed
+    teams = {s: float(v) for s, v in zip(SETS, (0.80 - 0.7, 0.60 - 0.7), strict=True)}
+
+    async def script(pilot):
+        await settle(pilot, lambda: _results_loaded(pilot))
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        heatmap = pilot.app.screen.query_one("#figure-b", Heatmap)
+        await settle(pilot, lambda: heatmap.rows == ["label_disagreement", "q_diversity"])
+        await pilot.press("l", "enter")  # label_disagreement on noise
+        await settle(pilot, lambda: type(pilot.app.screen).__name__ == "CorrelationScreen")
+        modal = pilot.app.screen
+        assert (modal.metric, modal.set_name, modal.improvement) == (
+            "label_disagreement", "noise", "vs_mean")
+        [(x, y, team)] = modal.points  # the fixture's one team under the average consensus
+        assert team == "A + B" and y == pytest.approx(teams["noise"])
+        assert "Pearson r +0.750" in text_of(modal.query_one("#corr-stats"))
+        await pilot.press("escape")
+        assert type(pilot.app.screen).__name__ == "ResultsScreen"
+
+    drive(app_on(home, "results", EXP), (120, 40), script)
+
+
+def test_results_view_persists_between_sessions(fixed):
+    home, _ = fixed
+
+    async def change(pilot):
+        await settle(pilot, lambda: _results_loaded(pilot))
+        screen = pilot.app.screen
+        select_row(screen.query_one("#accuracy"), "B")
+        await pilot.press("p", "right_square_bracket")
+        while screen.sort != "accuracy":
+            await pilot.press("s")
+        await pilot.press("v", "slash", *"noise", "enter")
+        await settle(pilot, lambda: load_view(home, "results").get("filter") == "noise")
+
+    async def reopened(pilot):
+        await settle(pilot, lambda: _results_loaded(pilot))
+        screen = pilot.app.screen
+        assert (screen.pinned, screen.sort, screen.only_differing, screen.needle) == (
+            "B", "accuracy", True, "noise")
+        assert screen.query_one("#tabs").active == "teams-tab"
+        assert "(baseline)" in cells(screen.query_one("#accuracy"), "B")[0]
+        teams = screen.query_one("#teams")
+        await settle(pilot, lambda: teams.row_count == 2)  # the filter applies again
+
+    drive(app_on(home, "results", EXP), (120, 40), change)
+    drive(app_on(home, "results", EXP), (120, 40), reopened)
+
+
+def test_views_file_damaged_or_read_only_gives_defaults(fixed, tmp_path):
+    home, _ = fixed
+    views_path(home).write_text("{not json")
+    assert load_view(home, "results") == {}
+    save_view(home, "jobs", {"state": "failed"})  # replaces the damaged file
+    assert load_view(home, "jobs") == {"state": "failed"} and load_view(home, "results") == {}
+    views_path(home).write_text('{"results": {"pinned": 3, "sort": "accuracy"}}')
+
+    async def script(pilot):
+        await settle(pilot, lambda: _results_loaded(pilot))
+        screen = pilot.app.screen
+        assert screen.pinned is None and screen.sort == "accuracy"  # a wrong type is ignored
+        await pilot.press("right_square_bracket", "v")
+        await settle(pilot)
+
+    before = views_path(home).read_text()
+    drive(app_on(home, "results", EXP, readonly=True), (120, 40), script)
+    assert views_path(home).read_text() == before  # a read-only session writes nothing
 
 
 def test_export_writes_the_focused_table_as_csv(fixed):

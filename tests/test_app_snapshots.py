@@ -17,10 +17,12 @@ import datetime as dt
 from types import SimpleNamespace
 
 import pytest
+from textual.worker import WorkerCancelled
 
 from ensui.app import EnsuiApp
 from ensui.catalog import Catalog
 from ensui.screens import jobs as jobs_screen
+from ensui.screens.views import views_path
 from test_app_screens import EXP, EXP2, build_home
 
 SIZES = [(80, 24), (120, 40)]
@@ -70,6 +72,7 @@ def fixed_home(tmp_path_factory):
 def app(fixed_home, monkeypatch):
     """The app on the fixed home, with the jobs screen's clock at NOW."""
     monkeypatch.setattr(jobs_screen, "time", SimpleNamespace(time=lambda: NOW))
+    views_path(fixed_home).unlink(missing_ok=True)  # each snapshot starts from no saved view
     return EnsuiApp(fixed_home)
 
 
@@ -79,7 +82,10 @@ async def settle(pilot, until=lambda: True, timeout: float = 20.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        await pilot.app.workers.wait_for_complete()
+        try:
+            await pilot.app.workers.wait_for_complete()
+        except WorkerCancelled:
+            pass  # an exclusive read replaced by a newer one
         await pilot.pause()
         if until() and not any(w.is_running for w in pilot.app.workers):
             await pilot.pause()

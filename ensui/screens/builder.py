@@ -30,7 +30,7 @@ from ensui.engine.runtime.control import serving
 from ensui.errors import EnsuiError
 from ensui.home import resolve_home
 from ensui.screens.data import catalog_of
-from ensui.screens.widgets import int_list, whole_number
+from ensui.screens.widgets import int_list, positive_number, whole_number
 
 # The engine's DEFAULT_SETS and CONSENSUS, spelled out so that showing this screen does
 # not import the engine; a test keeps them equal.
@@ -53,6 +53,8 @@ class Form:
     team_sizes: str = "2,3"
     scale: str = "tiny"
     epochs: str = ""
+    crop_scale: str = ""
+    hflip: str = ""
     path: str = ""
 
 
@@ -126,6 +128,11 @@ class BuilderScreen(Screen):
                 compact=True))
             yield from self._row("epochs", Input(placeholder="each recipe's (Table i)",
                                                  id="epochs", compact=True))
+            yield from self._row("crop scale", Input(
+                placeholder="low,high of the random crop area; Table iii's 0.08,1",
+                id="crop_scale", compact=True))
+            yield from self._row("flip", Input(placeholder="flip probability; 0.5",
+                                               id="hflip", compact=True))
             yield from self._row("spec file", Input(
                 placeholder=str(default_path(Form.name)), id="path", compact=True))
             with Horizontal(id="actions"):
@@ -173,7 +180,8 @@ class BuilderScreen(Screen):
                     consensus=ticked("consensus", CONSENSUS_CHOICES),
                     team_sizes=text("team_sizes"),
                     scale="paper" if self.query_one("#scale-paper", RadioButton).value else "tiny",
-                    epochs=text("epochs"), path=text("path"))
+                    epochs=text("epochs"), crop_scale=text("crop_scale"), hflip=text("hflip"),
+                    path=text("path"))
 
     # -- actions --------------------------------------------------------------
 
@@ -294,10 +302,35 @@ def spec_data(form: Form, members: list[str]) -> dict:
         analysis["team_sizes"] = sizes
     data = {"name": form.name.strip(), "scale": form.scale, "dataset": dataset(form.dataset),
             "validation": validation, "analysis": analysis, "members": list(members)}
+    training = training_data(form)
+    if training:
+        data["training"] = training
+    return data
+
+
+def training_data(form: Form) -> dict:
+    """The training overrides typed (epochs, crop scale, flip); blank fields are left out."""
+    training: dict = {}
     epochs = whole_number("epochs", form.epochs, 1)
     if epochs is not None:
-        data["training"] = {"epochs": epochs}
-    return data
+        training["epochs"] = epochs
+    if form.crop_scale.strip():
+        training["crop_scale"] = crop_scale(form.crop_scale)
+    hflip = positive_number("flip", form.hflip, allow_zero=True)
+    if hflip is not None:
+        if hflip > 1:
+            raise ValueError(f"flip: a probability is at most 1 (got {form.hflip.strip()})")
+        training["hflip"] = hflip
+    return training
+
+
+def crop_scale(text: str) -> list[float]:
+    """`0.25, 1` -> [0.25, 1.0]: the random crop's area range, 0 < low <= high <= 1."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    values = [positive_number("crop scale", p) for p in parts]
+    if len(values) != 2 or not values[0] <= values[1] <= 1:
+        raise ValueError(f"crop scale: give low,high with 0 < low <= high <= 1 (got {text.strip()})")
+    return values
 
 
 def team_sizes(text: str) -> list[int] | str:

@@ -25,6 +25,7 @@ from textual.worker import get_current_worker
 
 from ensui.errors import EnsuiError
 from ensui.screens.data import catalog_of
+from ensui.screens.views import load_view, remember, typed
 from ensui.screens.widgets import (VimTable, cell, compact_params, count_text,
                                    fitted_widths, positive_number, whole_number)
 
@@ -106,8 +107,21 @@ class CatalogScreen(Screen):
         self.query_one("#models").border_title = "Table i · models"
         self.query_one("#subnets").border_title = "Table ii · subnetworks"
         self.query_one("#detail-box").border_title = "detail"
+        self._restore_view()
         self._title()
         self.load()
+
+    def _restore_view(self) -> None:
+        view = load_view(self.app.home, "catalog")
+        self.scale = "paper" if view.get("scale") == "paper" else "tiny"
+        self.text_filter = typed(view, "filter", str, "").strip()
+        if self.text_filter:
+            box = self.query_one("#filter", Input)
+            box.value = self.text_filter
+            box.add_class("-shown")
+
+    def _remember(self) -> None:
+        remember(self, "catalog", {"scale": self.scale, "filter": self.text_filter})
 
     def on_screen_resume(self) -> None:
         self._mark_picks()  # the builder may have changed the picks
@@ -228,7 +242,9 @@ class CatalogScreen(Screen):
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self.text_filter = event.value.strip()
+        if self.text_filter != event.value.strip():
+            self.text_filter = event.value.strip()
+            self._remember()
         self._fill()
 
     @on(Input.Submitted, "#filter")
@@ -261,6 +277,7 @@ class CatalogScreen(Screen):
 
     def action_scale(self) -> None:
         self.scale = "paper" if self.scale == "tiny" else "tiny"
+        self._remember()
         self._title()
         self._show_current()
 

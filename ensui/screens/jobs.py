@@ -24,6 +24,7 @@ from textual_plotext import PlotextPlot
 
 from ensui.render import duration
 from ensui.screens.data import catalog_of
+from ensui.screens.views import load_view, remember
 from ensui.screens.widgets import Read, VimTable
 
 PAGE = 100
@@ -193,6 +194,8 @@ class JobsScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#queue", DataTable).add_columns(*QUEUE_COLUMNS)
         self.query_one("#workers", DataTable).add_columns("lane", "state", "job", "beat")
+        saved = load_view(self.app.home, "jobs").get("state")
+        self.state = saved if saved in STATES else self.state
         self.set_interval(1.0, self.poll)
         self.poll()
 
@@ -332,6 +335,7 @@ class JobsScreen(Screen):
 
     def action_next_state(self) -> None:
         self.state = STATES[(STATES.index(self.state) + 1) % len(STATES)]
+        remember(self, "jobs", {"state": self.state})
         self.page_start = 0
         self.poll()
 

@@ -1,8 +1,10 @@
 """The results screen of one experiment (`app.experiment`, or the newest): member
 accuracy per validation set beside the paper's reported top-1, with a pinned baseline
 and signed deltas; the teams table (sort, filter, only the columns that differ); the
-Figure B heatmap; pairwise member × member heatmaps per metric and set, whose cells open
-the pair's right/wrong table from the cached outputs; CSV export of the table in view.
+Figure B heatmap, whose cells open the teams behind each correlation; pairwise
+member × member heatmaps per metric and set, whose cells open the pair's right/wrong
+table from the cached outputs (both in `drilldown.py`); CSV export of the table in view.
+The sort, filter, baseline, columns, tab and heatmap choice persist between sessions.
 
 The catalog is read in a thread worker once a second while jobs are unfinished (every
 few seconds after), so the tables fill in as jobs finish.
@@ -13,13 +15,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rich.table import Table
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import (
     DataTable,
     Footer,
@@ -32,12 +32,13 @@ from textual.widgets import (
 from textual.worker import Worker, WorkerState
 
 from ensui.screens.data import catalog_of
+from ensui.screens.drilldown import CorrelationScreen, PairScreen, correlation_points
 from ensui.screens.heatmap import Heatmap
 from ensui.screens.jobs import fill_table
-from ensui.screens.widgets import Read, VimTable
+from ensui.screens.views import load_view, remember, typed
+from ensui.screens.widgets import VimTable
 
 IDLE_REREAD_S = 5.0
-SAMPLES = 20
 TABS = ("accuracy-tab", "teams-tab", "figure-b-tab", "pairwise-tab")
 TAB_ACTIONS = {"pin": "accuracy-tab", "sort": "teams-tab", "differing": "teams-tab",
                "pair_metric": "pairwise-tab", "pair_set": "pairwise-tab"}
@@ -92,35 +93,6 @@ def _reported(catalog, model_id: str) -> float | None:
         return catalog.model(model_id)["reported_top1"]
     except UnknownIdError:
         return None
-
-
-def pair_counts(a, b, limit: int = SAMPLES) -> dict:
-    """The 2×2 right/wrong counts of two members' outputs (aligned by sample id) and up
-    to `limit` ids where only one of them is right."""
-    import numpy as np
-
-    if np.array_equal(a.ids, b.ids):
-        ia = ib = np.arange(len(a.ids))
-    else:
-        where = {i: k for k, i in enumerate(b.ids)}
-        ia = np.array([k for k, i in enumerate(a.ids) if i in where], dtype=np.int64)
-        ib = np.array([where[i] for i in a.ids[ia]], dtype=np.int64)
-    ra = a.values[ia].argmax(1) == a.labels[ia]
-    rb = b.values[ib].argmax(1) == b.labels[ib]
-    only = np.flatnonzero(ra != rb)[:limit]
-    return {"n": len(ia), "both": int((ra & rb).sum()), "a_only": int((ra & ~rb).sum()),
-            "b_only": int((~ra & rb).sum()), "neither": int((~ra & ~rb).sum()),
-            "samples": [(str(a.ids[ia[k]]), "a" if ra[k] else "b") for k in only]}
-
-
-def read_pair(home, a: tuple[str, str], b: tuple[str, str]) -> dict:
-    """`pair_counts` of two evaluations given as (job key, store)."""
-    from ensui.engine.evaluate import load_outputs
-
-    outputs = [load_outputs(home.outputs / key, store) for key, store in (a, b)]
-    if any(o is None for o in outputs):
-        return {"error": "a member's cached outputs are missing or damaged"}
-    return pair_counts(*outputs)
 
 
 def team_view(rows: list[dict], sort: str | None, descending: bool, needle: str,
@@ -191,63 +163,6 @@ class Exported(Message):
         self.text = text
 
 
-class PairRead(Read):
-    """Pair data read in a thread."""
-
-
-class PairScreen(ModalScreen):
-    """Two members on one set: right/wrong counts and samples where only one is right."""
-
-    DEFAULT_CSS = "PairScreen { align: center middle; } " \
-                  "PairScreen #pair-box { width: 72; height: auto; max-height: 90%; " \
-                  "padding: 1 2; border: thick $accent; }"
-    BINDINGS = [Binding("escape,q,enter", "dismiss", "Close")]
-
-    def __init__(self, home, set_name: str, members: tuple[str, str], evals: tuple):
-        super().__init__()
-        self.home, self.set_name, self.members, self.evals = home, set_name, members, evals
-        self.counts: dict | None = None
-
-    def compose(self) -> ComposeResult:
-        a, b = self.members
-        with VerticalScroll(id="pair-box"):
-            yield Static(f"{a} × {b} on {self.set_name}: reading the cached outputs…", id="pair")
-
-    def on_mount(self) -> None:
-        self._read(self.home, *self.evals)
-
-    @work(thread=True, exclusive=True, group="pair", exit_on_error=False)
-    def _read(self, home, a: tuple, b: tuple) -> None:
-        self.post_message(PairRead(read_pair(home, a, b)))
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.state == WorkerState.ERROR:
-            self.query_one("#pair", Static).update(f"[red]could not read the outputs:[/] "
-                                                   f"{event.worker.error}")
-
-    def on_pair_read(self, message: PairRead) -> None:
-        self.counts = {k: message.data[k] for k in ("both", "a_only", "b_only", "neither")
-                       if k in message.data}
-        self.query_one("#pair", Static).update(self._pair_view(message.data))
-
-    def _pair_view(self, data: dict):
-        from rich.console import Group
-
-        a, b = self.members
-        if "error" in data:
-            return f"[red]{data['error']}[/]"
-        table = Table(title=f"{a} × {b} on {self.set_name} ({data['n']} samples)")
-        table.add_column("")
-        table.add_column(f"{b} right", justify="right")
-        table.add_column(f"{b} wrong", justify="right")
-        table.add_row(f"{a} right", str(data["both"]), str(data["a_only"]))
-        table.add_row(f"{a} wrong", str(data["b_only"]), str(data["neither"]))
-        lines = [f"{sid}  only {a if who == 'a' else b} right" for sid, who in data["samples"]]
-        head = f"\nsamples where only one is right (first {SAMPLES}):" if lines else \
-            "\nno sample where only one is right"
-        return Group(table, head, *lines, "\n[dim]esc closes[/]")
-
-
 # -- the screen ------------------------------------------------------------------------------
 
 class ResultsScreen(Screen):
@@ -281,6 +196,8 @@ class ResultsScreen(Screen):
         self.descending = True
         self.needle, self.only_differing, self.editing_filter = "", False, False
         self.metric, self.set_index = 0, 0
+        self.wanted_pair: tuple[str | None, str | None] = (None, None)  # saved, not yet shown
+        self.restored = False
         self._last_read = 0.0
 
     def compose(self) -> ComposeResult:
@@ -293,14 +210,43 @@ class ResultsScreen(Screen):
                 yield Input(placeholder="filter teams (any cell contains…)", id="filter")
                 yield VimTable(id="teams", cursor_type="row", zebra_stripes=True)
             with TabPane("Figure B", id="figure-b-tab"):
-                yield Heatmap(id="figure-b", openable=False)
+                yield Heatmap(id="figure-b")
             with TabPane("Pairwise", id="pairwise-tab"):
                 yield Heatmap(id="pairwise")
         yield Footer()
 
     def on_mount(self) -> None:
+        self._restore_view()
         self.set_interval(1.0, self.poll)
         self.poll()
+
+    # -- the view kept between sessions -------------------------------------------
+
+    def _restore_view(self) -> None:
+        view = load_view(self.app.home, "results")
+        self.pinned = typed(view, "pinned", str, None)
+        self.sort = typed(view, "sort", str, None)
+        self.descending = typed(view, "descending", bool, True)
+        self.only_differing = typed(view, "only_differing", bool, False)
+        self.wanted_pair = (typed(view, "metric", str, None), typed(view, "set", str, None))
+        self.needle = typed(view, "filter", str, "")
+        if self.needle:
+            box = self.query_one("#filter", Input)
+            box.value = self.needle
+            box.add_class("shown")
+        if typed(view, "tab", str, None) in TABS:
+            self.query_one("#tabs", TabbedContent).active = view["tab"]
+        self.restored = True
+
+    def _remember(self) -> None:
+        if not self.restored:  # events of the first mount must not overwrite the saved view
+            return
+        metric, set_name = self._pair_names()
+        view = {"pinned": self.pinned, "sort": self.sort, "descending": self.descending,
+                "only_differing": self.only_differing, "filter": self.needle,
+                "tab": self.query_one("#tabs", TabbedContent).active,
+                "metric": metric, "set": set_name}
+        remember(self, "results", view)
 
     def on_screen_resume(self) -> None:
         self.poll(force=True)
@@ -332,9 +278,7 @@ class ResultsScreen(Screen):
     def on_results_read(self, message: ResultsRead) -> None:
         if message.ref != self.app.experiment:
             return
-        fresh = message.ref != self.ref
-        if fresh:
-            self.pinned, self.sort, self.metric, self.set_index = None, None, 0, 0
+        fresh = message.ref != self.ref  # the view carries over; a missing pin is ignored
         self.ref = message.ref
         if message.data == self.data:
             return
@@ -394,10 +338,21 @@ class ResultsScreen(Screen):
         return (list(dict.fromkeys(p["metric"] for p in pairs)),
                 list(dict.fromkeys(p["val_set"] for p in pairs)))
 
+    def _pair_names(self) -> tuple[str | None, str | None]:
+        metrics, sets = self._pairwise_choices()
+        if not metrics:
+            return self.wanted_pair
+        return metrics[self.metric % len(metrics)], sets[self.set_index % len(sets)]
+
     def _current_pair_matrix(self) -> dict | None:
         metrics, sets = self._pairwise_choices()
         if not metrics:
             return None
+        metric, set_name = self.wanted_pair
+        if metric in metrics or set_name in sets:  # the saved choice, once it exists
+            self.metric = metrics.index(metric) if metric in metrics else self.metric
+            self.set_index = sets.index(set_name) if set_name in sets else self.set_index
+            self.wanted_pair = (None, None)
         metric, set_name = metrics[self.metric % len(metrics)], sets[self.set_index % len(sets)]
         return next((p for p in self.data["pairwise"]
                      if p["metric"] == metric and p["val_set"] == set_name), None)
@@ -432,6 +387,7 @@ class ResultsScreen(Screen):
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         self.call_after_refresh(self._focus_tab, event.pane.id)
         self.refresh_bindings()
+        self._remember()
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         """Keys of one tab only show (and act) on that tab."""
@@ -446,6 +402,7 @@ class ResultsScreen(Screen):
         member = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         self.pinned = None if member == self.pinned else member
         fill_table(table, accuracy_rows(self.data, self.pinned))
+        self._remember()
         self.notify(f"baseline: {self.pinned}" if self.pinned else "baseline unpinned")
 
     def action_sort(self) -> None:
@@ -461,6 +418,7 @@ class ResultsScreen(Screen):
             descending = isinstance(sample, (int, float))
         self.sort, self.descending = column, descending
         self._show_teams()
+        self._remember()
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         if event.data_table.id == "teams":
@@ -478,6 +436,7 @@ class ResultsScreen(Screen):
         if event.input.id == "filter":
             self.needle = event.value
             self._show_teams()
+            self._remember()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter":
@@ -497,19 +456,25 @@ class ResultsScreen(Screen):
     def action_differing(self) -> None:
         self.only_differing = not self.only_differing
         self._show_teams()
+        self._remember()
         self.notify("only columns that differ" if self.only_differing else "every column")
 
     def action_pair_metric(self) -> None:
         self.metric += 1
         self._show_pairwise()
+        self._remember()
 
     def action_pair_set(self) -> None:
         self.set_index += 1
         self._show_pairwise()
+        self._remember()
 
     def on_heatmap_selected(self, event: Heatmap.Selected) -> None:
+        if event.heatmap.id == "figure-b":
+            self._open_correlation(event.row, event.col)
+            return
         pair = self._current_pair_matrix()
-        if event.heatmap.id != "pairwise" or pair is None:
+        if pair is None:
             return
         a, b = pair["members"][event.row], pair["members"][event.col]
         keys = [self.data["evals"].get(f"{m}|{pair['val_set']}") for m in (a, b)]
@@ -517,6 +482,15 @@ class ResultsScreen(Screen):
             self.notify("pick two different members evaluated on this set", severity="warning")
             return
         self.app.push_screen(PairScreen(self.app.home, pair["val_set"], (a, b), tuple(keys)))
+
+    def _open_correlation(self, row: int, col: int) -> None:
+        fig = self.data["figure_b"]
+        metric, set_name = fig["metrics"][row], fig["sets"][col]
+        improvement = fig["improvement"] or "vs_mean"
+        points = correlation_points(self.data["teams"], metric, set_name, fig["consensus"],
+                                    improvement)
+        self.app.push_screen(CorrelationScreen(metric, set_name, improvement, points,
+                                               fig.get("stats", {}).get(f"{metric}|{set_name}")))
 
     # -- export -------------------------------------------------------------------
 

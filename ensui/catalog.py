@@ -114,9 +114,14 @@ def _migration_3(db: sqlite_utils.Database) -> None:
         pk=("experiment_id", "member", "corruption"))
 
 
+def _migration_5(db: sqlite_utils.Database) -> None:
+    """A recipe's own per-epoch indicators (JSON), e.g. DINO's teacher entropy."""
+    db["epochs"].add_column("extra", str)
+
+
 # Ordered; entry i upgrades the schema from version i to i + 1. Never edit a shipped one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2,
-                                                             _migration_3, migration_4]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _migration_1, _migration_2, _migration_3, migration_4, _migration_5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -256,13 +261,16 @@ class Catalog(QueueMixin, FollowMixin):
 
     # -- metrics ----------------------------------------------------------------
 
-    def record_epoch(self, job_key: str, epoch: int, **metrics: float) -> None:
-        self.db["epochs"].upsert({"job_key": job_key, "epoch": epoch, **metrics},
+    def record_epoch(self, job_key: str, epoch: int, extra: dict | None = None,
+                     **metrics: float | None) -> None:
+        self.db["epochs"].upsert({"job_key": job_key, "epoch": epoch, **metrics,
+                                  "extra": json.dumps(extra) if extra else None},
                                  pk=("job_key", "epoch"))
 
     def epochs(self, job_key: str) -> list[dict]:
-        return list(self.db.query(
-            "SELECT * FROM epochs WHERE job_key = ? ORDER BY epoch", [job_key]))
+        """A job's epochs, each with its recipe's own indicators merged in."""
+        return [_with_extra(r) for r in self.db.query(
+            "SELECT * FROM epochs WHERE job_key = ? ORDER BY epoch", [job_key])]
 
     def record_result(self, job_key: str, train_key: str, model_id: str, val_set: str,
                       accuracy: float, nll: float, n: int) -> None:
@@ -397,6 +405,11 @@ class Catalog(QueueMixin, FollowMixin):
 
 _TEAM_COLUMNS = ("size", "consensus", "accuracy", "nll", "average_accuracy", "vs_mean",
                  "vs_best", "eir", "nll_gain")
+
+
+def _with_extra(row: dict) -> dict:
+    extra = json.loads(row.pop("extra", None) or "{}")
+    return {**row, **extra}
 
 
 def _team_record(exp_id: str, set_name: str, row: dict) -> dict:

@@ -197,6 +197,22 @@ def _what(kind: str, params: dict, member: str) -> str:
     return what + (f" on {params['val_set']}" if params.get("val_set") else "")
 
 
+def epoch_line(e: dict) -> str:
+    """`  A epoch 3/6: loss 0.412 train 88.1% val 90.2% (4.1s)`; a DINO backbone epoch
+    shows its k-NN accuracy and collapse indicators instead."""
+    extra = json.loads(e.get("extra") or "{}")
+    parts = [f"loss {e['loss']:.3f}"]
+    if e.get("train_acc") is not None:
+        parts.append(f"train {100 * e['train_acc']:.1f}%")
+    if e.get("val_acc") is not None:
+        parts.append(f"{'k-NN' if e.get('kind') == 'pretrain' else 'val'} "
+                     f"{100 * e['val_acc']:.1f}%")
+    parts += [f"{k} {v:.3g}" for k, v in extra.items() if k in ("teacher_entropy",
+                                                                  "kl_to_uniform")]
+    what = "backbone" if e.get("kind") == "pretrain" else "epoch"
+    return (f"  {e['member']} {what} {e['epoch']}/{e['epochs']}: {' '.join(parts)} "
+            f"({e['seconds']:.1f}s)")
+
 class _Follower:
     """Prints an experiment's progress by polling the catalog: one line per finished
     epoch, result, analysis job and failure."""
@@ -210,10 +226,7 @@ class _Follower:
     def poll(self) -> None:
         for e in self.catalog.epochs_after(self.exp_id, self.rowid):
             self.rowid = e["rowid"]
-            self.console.print(
-                f"  {e['member']} epoch {e['epoch']}/{e['epochs']}: loss {e['loss']:.3f} "
-                f"train {100 * e['train_acc']:.1f}% val {100 * e['val_acc']:.1f}% "
-                f"({e['seconds']:.1f}s)", highlight=False)
+            self.console.print(epoch_line(e), highlight=False)
         for key, (status, error) in self.catalog.job_states(self.exp_id).items():
             if self.seen.get(key, (None,))[0] != status:
                 self.seen[key] = (status, error)

@@ -6,6 +6,8 @@ import json
 
 from rich.table import Table
 
+EPOCH_KINDS = ("pretrain", "train")  # jobs that record epochs: a progress bar
+
 
 def _fmt(value) -> str:
     if value is None:
@@ -201,7 +203,7 @@ def jobs_table(rows: list[dict], now: float) -> Table:
         table.add_column(col, no_wrap=col not in ("error",), overflow="fold")
     for r in rows:
         elapsed = (r["ended"] or now) - r["began"] if r.get("began") else None
-        progress = f"{r['epoch'] or 0}/{r['epochs']}" if r["kind"] == "train" and r.get(
+        progress = f"{r['epoch'] or 0}/{r['epochs']}" if r["kind"] in EPOCH_KINDS and r.get(
             "epochs") else ""
         colour = {"failed": "red", "cancelled": "yellow", "running": "cyan",
                   "done": "green"}.get(r["status"], "default")

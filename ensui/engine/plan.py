@@ -5,33 +5,19 @@ re-run skips what is already done.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ensui.catalog import Catalog
+from ensui.engine.data.augment import augment_params
 from ensui.engine.data.validation import parts_of, resolve_constants
+from ensui.engine.job import Job, content_key
+from ensui.engine.plan_dino import dino_pretrain_job, dino_probe_job
 from ensui.engine.spec import MemberSpec, Spec, spec_line
 from ensui.engine.train.schedule import scale_schedule
 from ensui.errors import EnsuiError, SpecError, UnknownIdError
 
-TRAINABLE_RECIPES = ("supervised",)
-TABLE_III = {"scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3), "hflip": 0.5}
-
-
-def content_key(params: dict) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
-
-
-@dataclass(frozen=True)
-class Job:
-    key: str
-    kind: str  # "train" | "evaluate"
-    member: str
-    model_id: str
-    params: dict = field(hash=False)
-    depends: str | None = None
+TRAINABLE_RECIPES = ("supervised", "dino")
 
 
 @dataclass
@@ -51,7 +37,12 @@ def make_plan(spec: Spec, catalog: Catalog, spec_path: Path | None = None,
     jobs: list[Job] = []
     for index, member in enumerate(spec.members):
         row = _model_row(catalog, member, index, spec_path)
-        train = _train_job(spec, member, row, classes, index, spec_path)
+        if row["recipe"] == "dino" and member.train:
+            pretrain = dino_pretrain_job(spec, member, row, classes)
+            jobs += [pretrain] if pretrain.key not in {j.key for j in jobs} else []
+            train = dino_probe_job(spec, member, row, classes, pretrain)
+        else:
+            train = _train_job(spec, member, row, classes, index, spec_path)
         jobs.append(train)
         jobs += [_eval_job(spec, member, row, train, name) for name in spec.validation.sets]
     jobs += _analysis_jobs(spec, [j for j in jobs if j.kind == "evaluate"])
@@ -110,9 +101,7 @@ def _train_job(spec: Spec, member: MemberSpec, row: dict, classes: int, index, s
         "schedule_scaling": tr.schedule_scaling,
         "epochs": epochs if member.train else 0, "batch_size": batch,
         "seed": member.seed if member.seed is not None else tr.seed,
-        "augment": {"scale": list(tr.crop_scale or TABLE_III["scale"]),
-                    "ratio": list(TABLE_III["ratio"]),
-                    "hflip": TABLE_III["hflip"] if tr.hflip is None else tr.hflip},
+        "augment": augment_params(tr.crop_scale, tr.hflip),
         "init_weights": _weights_identity(member.weights),
     }
     return Job(content_key({"kind": "train", **params}), "train", member.label, row["id"], params)

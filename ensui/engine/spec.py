@@ -79,6 +79,33 @@ class ValidationSpec(_Strict):
         return self
 
 
+class DinoSpec(_Strict):
+    """The DINO recipe's settings (methods.md §8) that Table i leaves out. Blank ones take
+    the paper-scale value from DINO's reference recipe, or a small-scale one at tiny scale;
+    every resolved value is recorded in the job's parameters."""
+
+    backbone_epochs: PositiveInt | None = Field(
+        None, description="self-supervised stage; default training.epochs, else Table i's")
+    probe_epochs: PositiveInt | None = Field(
+        None, description="linear probe; default training.epochs, else Table i's")
+    n_local: int | None = Field(None, ge=0, description="local crops; paper 8, tiny 4")
+    local_size: PositiveInt | None = Field(None, description="local crop px; paper 96, tiny 16")
+    out_dim: PositiveInt | None = Field(None, description="prototypes; paper 65536, tiny 1024")
+    teacher_temp: float = Field(0.04, gt=0, description="after the warm-up (DINO's default)")
+    warmup_teacher_temp: float = Field(0.04, gt=0, description="at the first epoch")
+    warmup_teacher_temp_fraction: float = Field(
+        0.0, ge=0, le=1, description="of the backbone epochs; DINO's ViT-S recipe: "
+        "0.04 -> 0.07 over 30 of 300 (0.1)")
+    teacher_momentum: float | None = Field(
+        None, ge=0, lt=1, description="EMA start, cosine to 1; paper 0.996, tiny 0.99")
+    warmup_fraction: float = Field(
+        1 / 30, ge=0, le=1, description="learning-rate warm-up, of the backbone epochs (10/300)")
+    clip_grad: float = Field(3.0, ge=0, description="per-parameter grad norm; 0 turns it off")
+    freeze_last_layer: int = Field(1, ge=0, description="epochs with the head's last layer frozen")
+    probe_lr: float | None = Field(
+        None, gt=0, description="SGD, scaled by batch/256; paper 0.001, tiny 0.1")
+
+
 class TrainingSpec(_Strict):
     """Overrides applied to every member's Table i recipe (a member may override again)."""
 
@@ -93,6 +120,7 @@ class TrainingSpec(_Strict):
         0.0, ge=0, description="linear learning-rate warm-up (not in Table i; 0 keeps it out)")
     schedule_scaling: Literal["proportional", "absolute"] = Field(
         "proportional", description="with fewer epochs, shrink step sizes in proportion")
+    dino: DinoSpec = Field(default_factory=DinoSpec)
 
     @field_validator("crop_scale")
     @classmethod

@@ -6,7 +6,8 @@ from functools import cached_property
 
 from ensui.engine.data.augment import Augment
 from ensui.engine.data.embedded import embedded_split
-from ensui.engine.data.folders import FolderImages, FolderTrain
+from ensui.engine.data.folders import FolderImages, FolderTrain, FolderViews
+from ensui.engine.data.multicrop import MultiCrop
 from ensui.engine.data.training import ArrayTrain
 from ensui.engine.data.validation import (CifarC, GeneratedParts, ImageNetC, build_set,
                                           resolve_constants)
@@ -34,6 +35,22 @@ class Workspace:
             return ArrayTrain(self._embedded[0], aug)
         return FolderTrain(self.spec.dataset.path / "train", self.size, aug.scale, aug.ratio,
                            aug.hflip)
+
+    def multicrop_data(self, p: dict):
+        """Multi-crop views of the training images for a DINO backbone job's params."""
+        views = MultiCrop(self.size, p["local_size"], tuple(p["global_scale"]),
+                          tuple(p["local_scale"]), p["n_local"], hflip=p["hflip"],
+                          sigma=tuple(p["blur_sigma"]))
+        if self.spec.dataset.kind == "embedded":
+            return ArrayTrain(self._embedded[0], views)
+        return FolderViews(self.spec.dataset.path / "train", self.size, views)
+
+    def knn_data(self):
+        """(train, validation) images in memory for DINO's k-NN monitor; None for folders,
+        where it would mean reading the whole training set every epoch."""
+        if self.spec.dataset.kind != "embedded":
+            return None
+        return self._embedded[0], self.clean
 
     @cached_property
     def clean(self):

@@ -22,7 +22,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 
-from ensui.render import duration
+from ensui.render import EPOCH_KINDS, duration
 from ensui.screens.data import catalog_of
 from ensui.screens.views import load_view, remember
 from ensui.screens.widgets import Read, VimTable
@@ -42,7 +42,7 @@ STATE_MARK = {"failed": "red", "cancelled": "yellow", "running": "cyan", "done":
 def progress_cell(job: dict) -> str:
     """`███░░░░░ 3/8` for a training job (bar and numbers, so no colour is needed)."""
     epochs = job.get("epochs")
-    if job["kind"] != "train" or not epochs:
+    if job["kind"] not in EPOCH_KINDS or not epochs:
         return "done" if job["status"] == "done" else ""
     done = min(job.get("epoch") or 0, epochs)
     filled = round(BAR * done / epochs)
@@ -272,14 +272,18 @@ class JobsScreen(Screen):
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
-        what = "loss, val acc (right)" if epochs else "no epochs recorded"
+        acc = "k-NN acc" if job.get("kind") == "pretrain" else "val acc"
+        what = f"loss, {acc} (right)" if epochs else "no epochs recorded"
         plt.title(f"{job.get('member', '')} {job.get('kind', '')}: {what}")
         if epochs:
             xs = [e["epoch"] for e in epochs]
             plt.plot(xs, [e["loss"] for e in epochs], label="loss", marker="braille")
+            for name, label in (("teacher_entropy", "teacher entropy"),):  # DINO's collapse check
+                if all(e.get(name) is not None for e in epochs):
+                    plt.plot(xs, [e[name] for e in epochs], label=label, marker="braille")
             accs = [e["val_acc"] for e in epochs if e.get("val_acc") is not None]
             if accs:
-                plt.plot(xs[-len(accs):], accs, label="val acc", yside="right", marker="braille")
+                plt.plot(xs[-len(accs):], accs, label=acc, yside="right", marker="braille")
         plot.refresh()
 
     # -- control --------------------------------------------------------------

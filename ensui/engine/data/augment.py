@@ -15,6 +15,13 @@ import torch
 import torch.nn.functional as F
 
 ATTEMPTS = 10  # as torchvision: sample up to 10 boxes, else fall back to a centre crop
+TABLE_III = {"scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3), "hflip": 0.5}
+
+
+def augment_params(crop_scale: tuple[float, float] | None, hflip: float | None) -> dict:
+    """A training job's crop and flip: Table iii's, with the spec's overrides."""
+    return {"scale": list(crop_scale or TABLE_III["scale"]), "ratio": list(TABLE_III["ratio"]),
+            "hflip": TABLE_III["hflip"] if hflip is None else hflip}
 
 
 @dataclass(frozen=True)

@@ -119,3 +119,34 @@ class FolderTrain:
                             num_workers=self.workers, drop_last=len(self._files) > batch_size,
                             pin_memory=device is not None and device.type == "cuda")
         yield from loader
+
+
+class FolderViews:
+    """Training images for a batch transform such as DINO's multi-crop: each decoded and
+    resized to a square of side size * 256 / 224 in worker processes, then
+    `transform(batch, generator)` on the batch's device, with the generator derived from
+    (seed, epoch, batch). The crops come from that central square, not the whole image:
+    one fixed-size tensor per image is what lets the views be drawn for a whole batch."""
+
+    def __init__(self, root: Path, size: int, transform, workers: int = 2):
+        paths, labels, self.classes = list_images(root)
+        side = round(size * 256 / 224)
+        self._files = _Files(paths, labels, v2.Compose([
+            v2.PILToTensor(), v2.Resize(side, antialias=True), v2.CenterCrop(side)]))
+        self.transform, self.workers = transform, workers
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def epoch(self, epoch: int, batch_size: int, seed: int, device: torch.device | None = None):
+        base = seed * 100_003 + epoch
+        loader = DataLoader(self._files, batch_size=batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(base),
+                            num_workers=self.workers, drop_last=len(self._files) > batch_size,
+                            pin_memory=device is not None and device.type == "cuda")
+        for b, (images, labels) in enumerate(loader):
+            gen = torch.Generator().manual_seed(base * 10_007 + b)
+            if device is not None and device.type == "cuda":
+                images = images.to(device, non_blocking=True)
+            yield self.transform(images, gen), labels
+

@@ -20,9 +20,10 @@ from .registry import Scale, register_family
 
 
 def vision_transformer(
-    arch: dict, scale: Scale, num_classes: int, image_size: int
+    arch: dict, scale: Scale, num_classes: int, image_size: int, **extra
 ) -> VisionTransformer:
-    """The row's ViT at `scale`; num_classes=0 gives a headless backbone (DINO)."""
+    """The row's ViT at `scale`; num_classes=0 gives a headless backbone (DINO); `extra`
+    passes timm options."""
     if scale is Scale.PAPER:
         dims = arch["embed_dim"], arch["depth"], arch["patch_size"]
     else:
@@ -35,6 +36,7 @@ def vision_transformer(
         depth=depth,
         num_heads=arch["num_heads"],
         num_classes=num_classes,
+        **extra,
     )
 
 

@@ -1,9 +1,9 @@
 """DINO rows of Table i (families "dino_deit", "dino_resnet50"): backbone + linear classifier.
 
-The DINO self-supervised recipe (multi-crop, EMA teacher, DINO loss) and the linear-probe
-training live elsewhere (methods.md §8); this module only builds the network they train:
-a headless backbone and a linear classifier on its pooled features, as in DINO's linear
-evaluation.
+The DINO self-supervised recipe (multi-crop, EMA teacher, DINO loss) lives in
+`train/dino_pretrain.py` (methods.md §8); this module builds the network it trains and
+the linear probe then completes: a headless backbone and a linear classifier on its
+pooled features, as in DINO's linear evaluation (`freeze_backbone`).
 
 - dino_deit: timm DeiT-tiny without head (`deit.vision_transformer`, same scales as the
   "deit" family); the classifier reads the final CLS token (after the last norm). DINO's
@@ -14,6 +14,7 @@ evaluation.
 The classifier is initialised as DINO's `LinearClassifier`: weights N(0, 0.01), bias 0.
 """
 
+import torch
 from torch import Tensor, nn
 
 from .deit import vision_transformer
@@ -32,10 +33,29 @@ class BackboneClassifier(nn.Module):
         nn.init.normal_(self.classifier.weight, mean=0.0, std=0.01)
         nn.init.zeros_(self.classifier.bias)
 
+        self.frozen = False
+
+    def freeze_backbone(self) -> None:
+        """The linear probe: the backbone keeps its weights and its batch-norm statistics
+        (eval mode even while the classifier trains) and computes no gradients in training."""
+        self.frozen = True
+        self.backbone.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
+
     def features(self, x: Tensor) -> Tensor:
         return self.backbone(x)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.frozen and self.training:  # attribution (eval) still needs input gradients
+            with torch.no_grad():
+                features = self.backbone(x)
+            return self.classifier(features)
         return self.classifier(self.backbone(x))
 
 
@@ -46,7 +66,9 @@ def _wrap(backbone: nn.Module, feature_dim: int, num_classes: int) -> Normalized
 
 @register_family("dino_deit")
 def build_dino_deit(arch: dict, scale: Scale, num_classes: int, image_size: int) -> nn.Module:
-    backbone = vision_transformer(arch, scale, num_classes=0, image_size=image_size)
+    # dynamic_img_size: DINO's local crops are smaller than the image size
+    backbone = vision_transformer(arch, scale, num_classes=0, image_size=image_size,
+                                  dynamic_img_size=True)
     return _wrap(backbone, backbone.num_features, num_classes)
 
 

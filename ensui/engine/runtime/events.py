@@ -78,7 +78,7 @@ class EventRecorder:
 
     def epoch(self, key, m, epochs) -> None:
         self.write("epoch", epoch=m.epoch, epochs=epochs, loss=m.loss, train_acc=m.train_acc,
-                   val_acc=m.val_acc, lr=m.lr, seconds=m.seconds)
+                   val_acc=m.val_acc, lr=m.lr, seconds=m.seconds, extra=m.extra)
 
     def result(self, key, train_key, model_id, val_set, accuracy, nll, n) -> None:
         self.write("result", train_key=train_key, model_id=model_id, val_set=val_set,
@@ -192,8 +192,9 @@ class Ingester:
     def _apply(self, key: str, e: dict) -> str | None:
         kind, worker = e.get("type"), e.get("worker")
         if kind == "epoch":
-            self.catalog.record_epoch(key, e["epoch"], loss=e["loss"], train_acc=e["train_acc"],
-                                      val_acc=e["val_acc"], lr=e["lr"], seconds=e["seconds"])
+            self.catalog.record_epoch(key, e["epoch"], extra=e.get("extra"), loss=e["loss"],
+                                      train_acc=e["train_acc"], val_acc=e["val_acc"],
+                                      lr=e["lr"], seconds=e["seconds"])
         elif kind == "result":
             self.catalog.record_result(key, e["train_key"], e["model_id"], e["val_set"],
                                        e["accuracy"], e["nll"], e["n"])

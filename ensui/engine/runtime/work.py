@@ -1,4 +1,5 @@
-"""Doing one job of any kind — train, evaluate, activations, attribute — for a spec.
+"""Doing one job of any kind — pretrain, train, evaluate, activations, attribute, study —
+for a spec.
 
 `JobWork` holds what jobs of one experiment share (its data, loaded once) and keeps the
 last member's trained model, so a worker that runs a member's evaluations one after
@@ -22,7 +23,7 @@ from ensui.engine.attribute import attribution_maps, features
 from ensui.engine.data.sample import take_sample
 from ensui.engine.models.factory import build_model, load_weights
 from ensui.engine.spec import Spec
-from ensui.engine.train import supervised
+from ensui.engine.train import dino_pretrain, supervised
 from ensui.engine.workspace import Workspace
 from ensui.home import Home
 
@@ -51,7 +52,7 @@ class JobWork:
             if self.study is None:
                 raise RuntimeError("a study job runs where the catalog is, not on a node")
             return self.study()
-        work = {"train": self._train, "evaluate": self._evaluate,
+        work = {"pretrain": self._pretrain, "train": self._train, "evaluate": self._evaluate,
                 "activations": self._activations, "attribute": self._attribute}[kind]
         return work(key, params, member, model_id)
 
@@ -76,16 +77,27 @@ class JobWork:
         if p["init_weights"]:
             spec_member = next(m for m in self.spec.members if m.label == member)
             load_weights(model, spec_member.weights)
+        if p["recipe"] == "dino":  # the linear probe on the frozen teacher backbone
+            load_backbone(model, self.home.runs / p["backbone_key"] / dino_pretrain.BACKBONE)
+            model.net.freeze_backbone()
         data = self.workspace.train_data(p["augment"])
+        weights = supervised.train(model, data, self.workspace.clean, p, self.home.runs / key,
+                                   self.device, self._on_epoch(key, p),
+                                   should_stop=self.should_stop)
+        return str(weights)
 
+    def _pretrain(self, key: str, p: dict, member: str, model_id: str) -> str:
+        model = self._model(p)
+        weights = dino_pretrain.pretrain(
+            model, self.workspace.multicrop_data(p), self.workspace.knn_data(), p,
+            self.home.runs / key, self.device, self._on_epoch(key, p), self.should_stop)
+        return str(weights)
+
+    def _on_epoch(self, key: str, p: dict) -> Callable[[supervised.EpochMetrics], None]:
         def on_epoch(m: supervised.EpochMetrics) -> None:
             self.record.epoch(key, m, p["epochs"])
-            log.info("epoch %d/%d: loss %.4f train %.4f val %.4f lr %.4g (%.1f s)", m.epoch,
-                     p["epochs"], m.loss, m.train_acc, m.val_acc, m.lr, m.seconds)
-
-        weights = supervised.train(model, data, self.workspace.clean, p, self.home.runs / key,
-                                   self.device, on_epoch, should_stop=self.should_stop)
-        return str(weights)
+            log.info("epoch %d/%d: %s (%.1f s)", m.epoch, p["epochs"], epoch_text(m), m.seconds)
+        return on_epoch
 
     def _evaluate(self, key: str, p: dict, member: str, model_id: str) -> str:
         train = self.train_params(p["train_key"])
@@ -135,12 +147,32 @@ class JobWork:
         return total.argmax(1)
 
 
+def epoch_text(m: supervised.EpochMetrics) -> str:
+    """`loss 0.4 train 0.91 val 0.88 lr 0.1 teacher_entropy 1.2` for a log line."""
+    values = {"loss": m.loss, "train": m.train_acc, "val": m.val_acc, "lr": m.lr, **m.extra}
+    return " ".join(f"{k} {v:.4g}" for k, v in values.items() if v is not None)
+
+
+def load_backbone(model, path: Path) -> None:
+    """A DINO teacher backbone into a built dino_* model (its classifier keeps its seed's
+    initialisation); a missing or damaged file is an error naming it."""
+    state = artifacts.load_state(path)
+    if state is None:
+        raise RuntimeError(f"{path}: the DINO backbone is missing or damaged; retry its "
+                           "pretrain job")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(k.startswith(dino_pretrain.BACKBONE_PREFIX) for k in missing):
+        raise RuntimeError(f"{path}: does not fit this model's backbone")
+
+
 def intact(home: Home, key: str, kind: str, params: dict) -> bool:
     """Whether a done job's artifacts are all on disk and check out."""
     if kind == "study":
         return True  # it lives in the catalog
     if kind == "train":
         return artifacts.is_intact(home.runs / key / supervised.WEIGHTS)
+    if kind == "pretrain":
+        return artifacts.is_intact(home.runs / key / dino_pretrain.BACKBONE)
     if kind == "evaluate":
         return ev.outputs_intact(home.outputs / key, params["store"])
     return probe_cache.intact(home.outputs / key, kind)

@@ -41,8 +41,9 @@ class CatalogRecorder:
         self.catalog = catalog
 
     def epoch(self, key, m, epochs) -> None:
-        self.catalog.record_epoch(key, m.epoch, loss=m.loss, train_acc=m.train_acc,
-                                  val_acc=m.val_acc, lr=m.lr, seconds=m.seconds)
+        self.catalog.record_epoch(key, m.epoch, extra=m.extra, loss=m.loss,
+                                  train_acc=m.train_acc, val_acc=m.val_acc, lr=m.lr,
+                                  seconds=m.seconds)
 
     def result(self, key, train_key, model_id, val_set, accuracy, nll, n) -> None:
         self.catalog.record_result(key, train_key, model_id, val_set, accuracy, nll, n)

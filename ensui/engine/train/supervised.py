@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,12 +36,16 @@ class Stopped(RuntimeError):
 
 @dataclass(frozen=True)
 class EpochMetrics:
+    """One epoch's live metrics; a recipe without one of the accuracies gives None, and
+    its own indicators (e.g. DINO's collapse measures) go in `extra`."""
+
     epoch: int
     loss: float
-    train_acc: float
-    val_acc: float
+    train_acc: float | None
+    val_acc: float | None
     lr: float
     seconds: float
+    extra: dict = field(default_factory=dict)
 
 
 def train(model: torch.nn.Module, data, val, params: dict, run_dir: Path,

@@ -68,7 +68,8 @@ def test_a_member_seed_overrides_the_row_and_changes_only_what_it_seeds():
 
 def test_tiny_and_paper_defaults_and_spec_overrides():
     tiny = _plan(["dino_deit_tiny1"]).of_kind("pretrain")[0].params
-    assert (tiny["n_local"], tiny["local_size"], tiny["out_dim"]) == (4, 16, 1024)
+    assert (tiny["n_local"], tiny["local_size"], tiny["out_dim"]) == (4, 16, 256)
+    assert tiny["teacher_temp"] == tiny["warmup_teacher_temp"] == 0.02
     assert tiny["blur_sigma"] == pytest.approx([0.1 * 32 / 224, 2.0 * 32 / 224])
     given = _plan(["dino_deit_tiny1"], dino={"n_local": 2, "out_dim": 256, "probe_lr": 0.5})
     params = given.of_kind("pretrain")[0].params
@@ -226,3 +227,33 @@ def test_catalog_keeps_a_recipes_own_epoch_indicators(tmp_path):
                        "extra": '{"teacher_entropy": 2.5, "kl_to_uniform": 0.25}'})
     assert line == ("  d backbone 1/4: loss 6.000 k-NN 50.0% teacher_entropy 2.5 "
                     "kl_to_uniform 0.25 (2.0s)")
+
+
+def test_a_short_dino_run_learns_features_a_random_backbone_lacks(tmp_path):
+    """A real learning signal: after 6 short epochs (48 steps) on 512 digits, the
+    teacher's k-NN accuracy on the validation digits is well above a random backbone's
+    (measured 0.33 against 0.18), and its outputs have not collapsed to one prototype. (The teacher's
+    distribution does drift towards uniform in such short runs: see the recipe's notes.)"""
+    from ensui.engine.data.embedded import embedded_split
+    from ensui.engine.plan_dino import TINY
+
+    train, val = embedded_split(32, 0.2, 0)
+    subset = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:512])
+    arch = {"family": "dino_resnet50"}
+    params = _params(epochs=6, batch_size=64, optimizer={"name": "sgd", "lr": 0.03},
+                     scheduler={"name": "none"}, weight_decay=1e-4, weight_decay_end=1e-4,
+                     warmup_epochs=0.2, out_dim=TINY["out_dim"], head_hidden=TINY["head_hidden"],
+                     head_bottleneck=TINY["head_bottleneck"], n_local=4,
+                     teacher_temp=TINY["teacher_temp"], warmup_teacher_temp=TINY["teacher_temp"],
+                     seed=7)
+    views = MultiCrop(32, 16, (0.14, 1.0), (0.05, 0.14), 4, hflip=0.0,
+                      sigma=(0.1 * 32 / 224, 2.0 * 32 / 224))
+    seen = []
+    torch.set_num_threads(2)
+    dino_pretrain.pretrain(build_model(arch, "tiny", 10, 32, seed=7), ArrayTrain(subset, views),
+                           (subset, val), params, tmp_path, torch.device("cpu"), seen.append)
+    random_knn = dino_pretrain.knn_accuracy(build_model(arch, "tiny", 10, 32, seed=7), subset,
+                                            val, torch.device("cpu"))
+    assert seen[-1].val_acc > random_knn + 0.1, ([m.val_acc for m in seen], random_knn)
+    entropy = [m.extra["teacher_entropy"] for m in seen]
+    assert min(entropy) > 0.5  # never one prototype for every image

@@ -91,8 +91,10 @@ class DinoSpec(_Strict):
     n_local: int | None = Field(None, ge=0, description="local crops; paper 8, tiny 4")
     local_size: PositiveInt | None = Field(None, description="local crop px; paper 96, tiny 16")
     out_dim: PositiveInt | None = Field(None, description="prototypes; paper 65536, tiny 1024")
-    teacher_temp: float = Field(0.04, gt=0, description="after the warm-up (DINO's default)")
-    warmup_teacher_temp: float = Field(0.04, gt=0, description="at the first epoch")
+    teacher_temp: float | None = Field(
+        None, gt=0, description="after the warm-up; paper 0.04 (DINO's default), tiny 0.02")
+    warmup_teacher_temp: float | None = Field(
+        None, gt=0, description="at the first epoch; default teacher_temp")
     warmup_teacher_temp_fraction: float = Field(
         0.0, ge=0, le=1, description="of the backbone epochs; DINO's ViT-S recipe: "
         "0.04 -> 0.07 over 30 of 300 (0.1)")

@@ -11,7 +11,8 @@ pooled features, as in DINO's linear evaluation (`freeze_backbone`).
   that choice belongs to the linear-probe recipe and is not made here.
 - dino_resnet50: torchvision ResNet50 without `fc` (paper) or the tiny ResNet50 of
   `resnet.py` (tiny); the classifier reads the 2048-D (tiny: 1024-D) average-pooled features.
-The classifier is initialised as DINO's `LinearClassifier`: weights N(0, 0.01), bias 0.
+The classifier is initialised as DINO's `LinearClassifier`: weights N(0, 0.01), bias 0,
+after a batch norm without affine parameters on the features.
 """
 
 import torch
@@ -29,6 +30,11 @@ class BackboneClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int):
         super().__init__()
         self.backbone = backbone
+        # Standardises the frozen features for the probe (batch norm without affine, as
+        # MAE's and MoCo v3's linear probes): a random or a DINO backbone's pooled
+        # features can be large, and plain SGD on them diverges. At evaluation it is a
+        # fixed affine map, so the classifier stays linear in the features.
+        self.feature_norm = nn.BatchNorm1d(feature_dim, affine=False)
         self.classifier = nn.Linear(feature_dim, num_classes)
         nn.init.normal_(self.classifier.weight, mean=0.0, std=0.01)
         nn.init.zeros_(self.classifier.bias)
@@ -55,8 +61,9 @@ class BackboneClassifier(nn.Module):
         if self.frozen and self.training:  # attribution (eval) still needs input gradients
             with torch.no_grad():
                 features = self.backbone(x)
-            return self.classifier(features)
-        return self.classifier(self.backbone(x))
+        else:
+            features = self.backbone(x)
+        return self.classifier(self.feature_norm(features))
 
 
 def _wrap(backbone: nn.Module, feature_dim: int, num_classes: int) -> Normalized:

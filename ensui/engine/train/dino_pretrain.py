@@ -82,7 +82,8 @@ def schedules(p: dict, iters: int) -> Schedules:
 def build_student(model: nn.Module, p: dict) -> DinoNet:
     """The model's backbone (its classifier dropped) under a head of the configured size."""
     in_dim = model.net.classifier.in_features
-    model.net.classifier = nn.Identity()
+    model.net.classifier = nn.Identity()  # unused by the features; the probe builds its own
+    model.net.feature_norm = nn.Identity()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(p["seed"])
         head = dino.DINOHead(in_dim, p["out_dim"], p["head_hidden"], p["head_bottleneck"])

@@ -3,9 +3,8 @@ pinned baseline, columns shown, tab, heatmap metric), kept in `views.json` in th
 home, so tomorrow's session opens the way today's was left.
 
 Views are a convenience: a missing, damaged or unwritable file gives the defaults and
-never an error. A `--readonly` session
-keeps its changes for itself. Writes go to a temporary name and are renamed, so a crash mid-write
-leaves the previous file.
+never an error. A `--readonly` session keeps its changes for itself. Writes go to a
+temporary name and are renamed, so a crash mid-write leaves the previous file.
 """
 
 from __future__ import annotations

@@ -84,3 +84,26 @@ def test_missing_release_folder_fails_the_job_not_the_run(cli, tmp_path, folder_
     member = json.loads(out)["members"][0]
     assert member["accuracy"]["clean"] is not None and member["accuracy"]["snow"] is None
     assert "ImageNet-C folder missing" in " ".join(member["errors"])
+
+
+def test_folder_views_give_dino_multi_crop_batches(folder_dataset):
+    """DINO's views from image folders: each image decoded into a central square, then
+    the batch's views drawn from a generator of (seed, epoch, batch): reproducible."""
+    import torch
+
+    from ensui.engine.data.folders import FolderViews
+    from ensui.engine.data.multicrop import MultiCrop
+
+    views = MultiCrop(32, 16, (0.4, 1.0), (0.05, 0.4), n_local=2)
+    data = FolderViews(folder_dataset / "train", 32, views, workers=0)
+    assert len(data) == 60 and data.classes == ("class0", "class1", "class2")
+    first = list(data.epoch(0, 16, seed=3))
+    assert len(first) == 3  # 60 images, batches of 16, the short last one dropped
+    crops, labels = first[0]
+    assert [tuple(c.shape) for c in crops] == [(16, 3, 32, 32)] * 2 + [(16, 3, 16, 16)] * 2
+    assert all(0 <= c.min() and c.max() <= 1 for c in crops) and labels.shape == (16,)
+    again = list(data.epoch(0, 16, seed=3))
+    assert all(torch.equal(a, b) for (x, _), (y, _) in zip(first, again, strict=True)
+               for a, b in zip(x, y, strict=True))
+    other = next(iter(data.epoch(1, 16, seed=3)))[0][0]
+    assert not torch.equal(other, crops[0])

@@ -13,10 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-
-def count_parameters(module: nn.Module) -> int:
-    """All parameters, trainable or not."""
-    return sum(p.numel() for p in module.parameters())
+from ensui.engine.models.factory import count_parameters  # noqa: F401  (the one count)
 
 
 def _conv_macs(conv: nn.Conv2d, inputs: tuple[Tensor, ...], output: Tensor) -> int:

@@ -33,8 +33,12 @@ from torch import Tensor, nn
 from ensui.engine import artifacts
 from ensui.engine.device import autocast
 from ensui.engine.train import dino
-from ensui.engine.train.supervised import (EpochMetrics, Stopped, TrainingDiverged,
-                                           _CheckpointWriter)
+from ensui.engine.train.supervised import (
+    CheckpointWriter,
+    EpochMetrics,
+    Stopped,
+    TrainingDiverged,
+)
 
 CHECKPOINT = "checkpoint.pt"
 BACKBONE = "backbone.pt"
@@ -107,7 +111,7 @@ def pretrain(model: nn.Module, data, knn_data, params: dict, run_dir: Path,
     start = _resume(student, teacher, loss_fn, optimizer, run_dir / CHECKPOINT)
     iters = max(1, len(data) // params["batch_size"])
     sched = schedules(params, iters)
-    with _CheckpointWriter(run_dir / CHECKPOINT) as checkpoints:
+    with CheckpointWriter(run_dir / CHECKPOINT) as checkpoints:
         for epoch in range(start, params["epochs"]):
             if should_stop and should_stop():
                 raise Stopped(f"stopped before epoch {epoch + 1}")

@@ -45,7 +45,7 @@ from ensui.engine.device import autocast, memory_format
 from ensui.engine.predict import predict
 from ensui.engine.train.ncl_loss import JointLoss, LossParts
 from ensui.engine.train.schedule import lr_at, make_optimizer
-from ensui.engine.train.supervised import Stopped, TrainingDiverged, _CheckpointWriter
+from ensui.engine.train.supervised import CheckpointWriter, Stopped, TrainingDiverged
 
 __all__ = ["CHECKPOINT", "MemberRng", "Stopped", "TeamEpoch", "TrainingDiverged",
            "ensemble_accuracy", "mean_disagreement", "member_weights", "predict_team",
@@ -91,7 +91,7 @@ def train_team(models: Sequence[nn.Module], data, val, params: dict, run_dir: Pa
     optimizers = [make_optimizer(m.parameters(), p["optimizer"]) for m, p in zip(models, members)]
     loss_fn = JointLoss(**params["loss"])
     start = _resume(models, optimizers, run_dir / CHECKPOINT)
-    with _CheckpointWriter(run_dir / CHECKPOINT) as checkpoints:
+    with CheckpointWriter(run_dir / CHECKPOINT) as checkpoints:
         for epoch in range(start, params["epochs"]):
             if should_stop and should_stop():
                 raise Stopped(f"stopped before epoch {epoch + 1}")

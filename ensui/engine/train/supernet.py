@@ -46,7 +46,7 @@ from ensui.engine.nas.macs import count_macs, count_parameters
 from ensui.engine.nas.subnet_config import SubnetConfig, max_config, sample_config
 from ensui.engine.predict import accuracy_and_nll, predict
 from ensui.engine.train.schedule import lr_at, make_optimizer
-from ensui.engine.train.supervised import Stopped, TrainingDiverged, _CheckpointWriter
+from ensui.engine.train.supervised import CheckpointWriter, Stopped, TrainingDiverged
 from ensui.errors import EnsuiError
 
 __all__ = ["CHECKPOINT", "WEIGHTS", "Stopped", "SupernetEpoch", "TrainingDiverged",
@@ -226,7 +226,7 @@ def train_stage(net: nn.Module, data, val, stage: Stage | int, listing: Listing,
                                {**DEFAULT_OPTIMIZER, **params.get("optimizer", {}), "lr": lr})
     run = _StageRun(net, optimizer, data, val, stage, index, listing, params, device, lr)
     start = _start(net, optimizer, stage, index, run_dir, init_weights)
-    with _CheckpointWriter(run_dir / CHECKPOINT) as checkpoints:
+    with CheckpointWriter(run_dir / CHECKPOINT) as checkpoints:
         for epoch in range(start, stage.epochs):
             if should_stop and should_stop():
                 raise Stopped(f"stopped before epoch {epoch + 1} of stage {index + 1}")

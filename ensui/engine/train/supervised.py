@@ -58,7 +58,7 @@ def train(model: torch.nn.Module, data, val, params: dict, run_dir: Path,
     optimizer = make_optimizer(model.parameters(), params["optimizer"])
     start = _resume(model, optimizer, run_dir / CHECKPOINT)
     iters = max(1, len(data) // params["batch_size"])
-    with _CheckpointWriter(run_dir / CHECKPOINT) as checkpoints:
+    with CheckpointWriter(run_dir / CHECKPOINT) as checkpoints:
         for epoch in range(start, params["epochs"]):
             if should_stop and should_stop():
                 raise Stopped(f"stopped before epoch {epoch + 1}")
@@ -76,7 +76,7 @@ def train(model: torch.nn.Module, data, val, params: dict, run_dir: Path,
     return weights
 
 
-class _CheckpointWriter:
+class CheckpointWriter:
     """Writes each epoch's checkpoint in a background thread while the next epoch trains.
 
     The state is copied to CPU first, so training can change the live tensors. One write

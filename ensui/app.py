@@ -64,6 +64,8 @@ class EnsuiApp(App):
         paint, so the first switch to it is a swap (~40 ms), not a build (100-250 ms).
         Uses Textual's private `_init_mode`; without it, screens build when first shown."""
         init_mode = getattr(self, "_init_mode", None)
+        if not self.is_running or self._exit:  # shutting down: a new stack would race it
+            return
         while self._unbuilt and init_mode is not None:
             mode = self._unbuilt.pop(0)
             if mode not in self._screen_stacks:

@@ -120,8 +120,27 @@ def _migration_5(db: sqlite_utils.Database) -> None:
 
 
 # Ordered; entry i upgrades the schema from version i to i + 1. Never edit a shipped one.
+def _migration_6(db: sqlite_utils.Database) -> None:
+    """The λ sweep: jointly trained ensembles beside independently trained teams."""
+    db["sweep"].create(
+        {"experiment_id": str, "grp": str, "team": str, "val_set": str, "consensus": str,
+         "loss": str, "lam": float, "members": str, "size": int, "accuracy": float,
+         "nll": float, "average_accuracy": float, "vs_mean": float, "vs_best": float,
+         "eir": float, "nll_gain": float, "drop": float, "diversity": str},
+        pk=("experiment_id", "grp", "team", "val_set", "consensus"))
+
+
+def _migration_7(db: sqlite_utils.Database) -> None:
+    """The Pareto front of a sub-network search job (accuracy vs MACs)."""
+    db["fronts"].create(
+        {"job_key": str, "idx": int, "config_key": str, "accuracy": float, "macs": int,
+         "params": int, "table_ii": str, "subnet": str},
+        pk=("job_key", "idx"))
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _migration_1, _migration_2, _migration_3, migration_4, _migration_5]
+    _migration_1, _migration_2, _migration_3, migration_4, _migration_5, _migration_6,
+    _migration_7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -208,6 +227,65 @@ class Catalog(QueueMixin, FollowMixin):
         model_id, _ = self.resolve(raw_id, "model")
         return _decode(self.db["models"].get(model_id))
 
+    def member_row(self, raw_id: str) -> dict:
+        """What a spec member names: a Table i model, or a sub-network as a model row of
+        recipe `supernet` whose arch holds its configuration (Table ii's format)."""
+        ident, kind = self.resolve(raw_id)
+        if kind == "model":
+            row = self.model(ident)
+            if row["arch"].get("family") == "resnet50_subnet" and "config" not in row["arch"]:
+                row["arch"] = {**row["arch"], "config": _config(self.subnet(row["arch"]["subnet"]))}
+            return row
+        subnet = self.subnet(ident)
+        return {"id": ident, "recipe": "supernet", "family": "resnet50_subnet",
+                "arch": {"family": "resnet50_subnet", "subnet": ident, "config": _config(subnet)},
+                "reported_top1": subnet["reported_top1"], "extra": {},
+                # as Table i's bootstrapNAS rows say: trained by Listing 1's schedule
+                "optimizer": {"name": "sgd", "see": "Listing 1"},
+                "scheduler": {"name": "listing_1"}, "epochs": None, "batch_size": None}
+
+    def subnet(self, raw_id: str) -> dict:
+        ident, _ = self.resolve(raw_id, "subnet")
+        return _decode(self.db["subnets"].get(ident))
+
+    def add_subnet(self, new_id: str, config: dict, note: str, source: str) -> dict:
+        """A new catalog sub-network (e.g. a search point) in Table ii's format; ValueError
+        names what is wrong."""
+        from ensui.engine.nas.subnet_config import parse_table_ii
+
+        if not new_id or not all(c.isalnum() or c in "._-" for c in new_id):
+            raise ValueError("name: use letters, digits, '.', '_' or '-'")
+        if self.db.execute("SELECT 1 FROM aliases WHERE alias = ?",
+                           [paper.normalize_id(new_id)]).fetchone():
+            raise ValueError(f"name: '{new_id}' is already in the catalog")
+        parse_table_ii(config)  # SubnetConfigError names the entry
+        with self.db.atomic():
+            self.db["subnets"].insert(
+                {"id": new_id, **{k: json.dumps(config[k]) for k in ("depth", "expansion",
+                                                                     "width")},
+                 "note": note, "reported_top1": None, "source": source}, pk="id")
+            self.db["aliases"].insert({"alias": paper.normalize_id(new_id), "id": new_id,
+                                       "kind": "subnet"}, pk="alias")
+        return self.subnet(new_id)
+
+    def save_front_point(self, exp: dict, index: int, name: str) -> dict:
+        """The new sub-network of the front's point `index`; EnsuiError says what is wrong."""
+        front = self.front(exp["id"])
+        point = next((p for p in front if p["idx"] == index), None)
+        if point is None:
+            raise EnsuiError(f"index: {exp['name']} has no front point #{index}"
+                             + (f" (0..{len(front) - 1})" if front else "; it ran no search"))
+        if point["table_ii"] is None:
+            raise EnsuiError(f"index: point #{index}'s depths fall below Table ii's base depths; "
+                             "Table ii's format cannot write it")
+        note = (f"search front #{index}: {100 * point['accuracy']:.1f} %, "
+                f"{point['macs'] / 1e6:.1f} MMACs")
+        try:
+            return self.add_subnet(name, point["table_ii"], note,
+                                   f"experiment {exp['name']} {exp['id'][:8]}")
+        except ValueError as exc:
+            raise EnsuiError(str(exc)) from None
+
     def show(self, raw_id: str) -> tuple[str, dict]:
         """(kind, row) of a model or subnetwork."""
         ident, kind = self.resolve(raw_id)
@@ -279,17 +357,35 @@ class Catalog(QueueMixin, FollowMixin):
              "val_set": val_set, "accuracy": accuracy, "nll": nll, "n": n,
              "recorded": _now()}, pk="job_key")
 
+    def record_front(self, job_key: str, rows: list[dict]) -> None:
+        """Replace a search job's Pareto front (rows of `nas.search.front_rows`)."""
+        with self.db.atomic():
+            self.db.execute("DELETE FROM fronts WHERE job_key = ?", [job_key])
+            self.db["fronts"].insert_all(
+                {"job_key": job_key, "idx": i, **{k: r[k] for k in ("config_key", "accuracy",
+                                                                  "macs", "params")},
+                 "table_ii": json.dumps(r["table_ii"]), "subnet": json.dumps(r["subnet"])}
+                for i, r in enumerate(rows))
+
+    def front(self, exp_id: str) -> list[dict]:
+        """The Pareto front of the experiment's search job, by MACs ascending."""
+        return [{**r, "table_ii": json.loads(r["table_ii"]), "subnet": json.loads(r["subnet"])}
+                for r in self.db.query(
+                    "SELECT f.* FROM fronts f JOIN experiment_jobs x ON x.job_key = f.job_key "
+                    "WHERE x.experiment_id = ? ORDER BY f.job_key, f.idx", [exp_id])]
+
     def result(self, job_key: str) -> dict | None:
         rows = list(self.db.query("SELECT * FROM results WHERE job_key = ?", [job_key]))
         return rows[0] if rows else None
 
     def record_study(self, exp_id: str, team_rows: dict[str, list[dict]],
                      correlations: list[dict], matrices: dict[str, dict], members: list[str],
-                     resilience: list[dict], corruption_errors: list[dict]) -> None:
+                     resilience: list[dict], corruption_errors: list[dict],
+                     sweep: list[dict] = ()) -> None:
         """Replace the experiment's study in one transaction (a re-run recomputes it)."""
         with self.db.atomic():
             for table in ("team_results", "correlations", "pairwise", "resilience",
-                          "corruption_errors"):
+                          "corruption_errors", "sweep"):
                 self.db.execute(f"DELETE FROM {table} WHERE experiment_id = ?", [exp_id])
             self.db["team_results"].insert_all(
                 _team_record(exp_id, set_name, row)
@@ -309,6 +405,7 @@ class Catalog(QueueMixin, FollowMixin):
                 for r in resilience)
             self.db["corruption_errors"].insert_all(
                 {"experiment_id": exp_id, **r} for r in corruption_errors)
+            self.db["sweep"].insert_all(_sweep_record(exp_id, r) for r in sweep)
 
     def find_experiment(self, ref: str) -> dict:
         """An experiment by id, id prefix or name (the newest of that name)."""
@@ -339,6 +436,7 @@ class Catalog(QueueMixin, FollowMixin):
                 "ON e.job_key = ej.job_key WHERE ej.experiment_id = ? ORDER BY ej.rowid, e.epoch",
                 one)),
             "teams": self.team_results(exp_id),
+            "sweep": self.sweep_results(exp_id),
             "correlations": list(self.db.query(
                 "SELECT * FROM correlations WHERE experiment_id = ?", one)),
             "resilience": list(self.db.query(
@@ -371,6 +469,11 @@ class Catalog(QueueMixin, FollowMixin):
             "SELECT ej.member, r.model_id, r.val_set, r.accuracy, r.nll, r.n "
             "FROM experiment_jobs ej JOIN results r ON r.job_key = ej.job_key "
             "WHERE ej.experiment_id = ? ORDER BY ej.rowid", [exp_id]))
+
+    def sweep_results(self, exp_id: str) -> list[dict]:
+        """The λ sweep's rows in the order recorded, diversity metrics as columns."""
+        return [{"group": r.pop("grp"), **_flatten_team(r)} for r in self.db.query(
+            "SELECT * FROM sweep WHERE experiment_id = ? ORDER BY rowid", [exp_id])]
 
     def team_results(self, exp_id: str) -> list[dict]:
         """Team rows with every diversity metric as a column."""
@@ -407,6 +510,10 @@ _TEAM_COLUMNS = ("size", "consensus", "accuracy", "nll", "average_accuracy", "vs
                  "vs_best", "eir", "nll_gain")
 
 
+def _config(subnet: dict) -> dict:
+    return {k: subnet[k] for k in ("depth", "expansion", "width")}
+
+
 def _with_extra(row: dict) -> dict:
     extra = json.loads(row.pop("extra", None) or "{}")
     return {**row, **extra}
@@ -417,6 +524,18 @@ def _team_record(exp_id: str, set_name: str, row: dict) -> dict:
     return {"experiment_id": exp_id, "val_set": set_name, "team": " + ".join(row["team"]),
             "members": json.dumps(list(row["team"])), "diversity": json.dumps(diversity),
             **{k: row[k] for k in _TEAM_COLUMNS}}
+
+
+_SWEEP_KEYS = ("group", "team", "set", "members", "lam", "loss", "drop")
+
+
+def _sweep_record(exp_id: str, row: dict) -> dict:
+    diversity = {k: v for k, v in row.items()
+                 if k not in _TEAM_COLUMNS and k not in _SWEEP_KEYS}
+    return {"experiment_id": exp_id, "grp": row["group"], "team": row["team"],
+            "val_set": row["set"], "loss": row["loss"], "lam": row["lam"],
+            "members": json.dumps(row["members"]), "drop": row["drop"],
+            "diversity": json.dumps(diversity), **{k: row[k] for k in _TEAM_COLUMNS}}
 
 
 def _flatten_team(row: dict) -> dict:

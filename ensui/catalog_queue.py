@@ -319,7 +319,8 @@ class FollowMixin:
     def epochs_after(self, exp_id: str, after_rowid: int) -> list[dict]:
         return [dict(r) for r in self.db.query(
             "SELECT e.rowid AS rowid, e.*, j.member, j.kind, json_extract(j.params, '$.epochs') AS "
-            "epochs FROM epochs e JOIN experiment_jobs x ON x.job_key = e.job_key "
+            "epochs, json_extract(j.params, '$.stage') AS stage, "
+            "json_extract(j.params, '$.stages') AS stages FROM epochs e JOIN experiment_jobs x ON x.job_key = e.job_key "
             "JOIN jobs j ON j.key = e.job_key WHERE x.experiment_id = ? AND e.rowid > ? "
             "ORDER BY e.rowid", [exp_id, after_rowid])]
 

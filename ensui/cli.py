@@ -113,6 +113,22 @@ def catalog_show(ctx: typer.Context, model_id: Annotated[str, typer.Argument(met
     _print_json({"kind": kind, **row}) if as_json else out.print(detail_table(kind, row))
 
 
+@catalog_app.command("save-subnet")
+def catalog_save_subnet(
+        ctx: typer.Context,
+        experiment: Annotated[str, typer.Argument(help="experiment id, id prefix or name")],
+        index: Annotated[int, typer.Argument(help="the point's # in the search's front")],
+        name: Annotated[str, typer.Argument(help="id of the new catalog sub-network")],
+        home: HomeOption = None):
+    """Save a point of an experiment's sub-network search front as a catalog
+    sub-network, so specs can name it as a member."""
+    from ensui.render import detail_table
+
+    catalog = _existing_catalog(_home(ctx, home))
+    row = catalog.save_front_point(catalog.find_experiment(experiment), index, name)
+    out.print(detail_table("subnet", row))
+
+
 @spec_app.command("check")
 def spec_check(ctx: typer.Context, file: Path, home: HomeOption = None):
     """Validate a spec and print its plan size; exit 2 with the first problem."""

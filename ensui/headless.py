@@ -19,7 +19,8 @@ from rich.console import Console
 
 from ensui.catalog import Catalog
 from ensui.engine.plan import Plan, make_plan
-from ensui.engine.report import accuracy_table, resilience_summary, team_summary
+from ensui.engine.report import (accuracy_table, resilience_summary, sweep_summary,
+                                 team_summary)
 from ensui.engine.runtime import pool
 from ensui.engine.runtime.control import serving
 from ensui.engine.runtime.submit import submit
@@ -137,16 +138,24 @@ def _report(spec, spec_file: Path, plan: Plan, catalog: Catalog, home: Home, as_
     study = _study(spec, spec_file, catalog, home, err)
     states = catalog.job_states(plan.experiment_id)
     failed = {k: e or s for k, (s, e) in states.items() if s in ("failed", "cancelled")}
+    front = catalog.front(plan.experiment_id)
     if as_json:
         _write_json({"experiment": plan.experiment_id, "name": spec.name,
                      "sets": spec.validation.sets, "members": rows,
-                     "study": study, "failed": failed})
+                     "study": study, "front": front, "failed": failed})
     else:
         out.print(render.accuracy_table(rows, spec.validation.sets))
         if study:
-            out.print(render.team_summary_table(study["teams"], study["consensus"]))
-            out.print(render.resilience_table(study["resilience"], spec.analysis.reference_member))
-            out.print(render.figure_b_table(study["figure_b"], study["improvement"]))
+            if study["teams"]:  # none when only jointly trained teams were evaluated
+                out.print(render.team_summary_table(study["teams"], study["consensus"]))
+                out.print(render.resilience_table(study["resilience"],
+                                                  spec.analysis.reference_member))
+            if study["figure_b"]:
+                out.print(render.figure_b_table(study["figure_b"], study["improvement"]))
+            if study["sweep"]:
+                out.print(render.sweep_table(study["sweep"], study["improvement"]))
+        if front:
+            out.print(render.front_table(front))
     for key, message in failed.items():
         err.print(f"[red]failed[/] {key}: {message}", highlight=False)
     return EXIT_JOB_FAILED if failed else EXIT_OK
@@ -170,6 +179,7 @@ def _study(spec, spec_file: Path, catalog: Catalog, home: Home, err: Console) ->
             "resilience": resilience_summary(study.resilience, study.corruption_errors,
                                              study.members),
             "figure_b": study.figure_b,
+            "sweep": sweep_summary(study.sweep, consensus, spec.analysis.improvement),
             "choices": {"attribution": spec.analysis.attribution.model_dump(),
                         "activation": spec.analysis.activation.model_dump()}}
 
@@ -193,8 +203,15 @@ def _write_json(data) -> None:
 
 
 def _what(kind: str, params: dict, member: str) -> str:
+    if kind == "supernet":
+        return f"supernet stage {params['stage'] + 1}/{params['stages']}"
+    if kind == "search":
+        return "sub-network search"
     what = " ".join(w for w in (kind, params.get("method"), member) if w)
     return what + (f" on {params['val_set']}" if params.get("val_set") else "")
+
+
+SHOWN_EXTRA = ("teacher_entropy", "kl_to_uniform", "disagreement", "min_subnet_acc")
 
 
 def epoch_line(e: dict) -> str:
@@ -205,11 +222,11 @@ def epoch_line(e: dict) -> str:
     if e.get("train_acc") is not None:
         parts.append(f"train {100 * e['train_acc']:.1f}%")
     if e.get("val_acc") is not None:
-        parts.append(f"{'k-NN' if e.get('kind') == 'pretrain' else 'val'} "
+        parts.append(f"{render.VAL_NAMES.get(e.get('kind'), 'val')} "
                      f"{100 * e['val_acc']:.1f}%")
-    parts += [f"{k} {v:.3g}" for k, v in extra.items() if k in ("teacher_entropy",
-                                                                  "kl_to_uniform")]
-    what = "backbone" if e.get("kind") == "pretrain" else "epoch"
+    parts += [f"{k} {v:.3g}" for k, v in extra.items() if k in SHOWN_EXTRA]
+    what = {"pretrain": "backbone", "supernet": f"stage {(e.get('stage') or 0) + 1}/"
+            f"{e.get('stages')} epoch"}.get(e.get("kind"), "epoch")
     return (f"  {e['member']} {what} {e['epoch']}/{e['epochs']}: {' '.join(parts)} "
             f"({e['seconds']:.1f}s)")
 

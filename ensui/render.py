@@ -6,7 +6,9 @@ import json
 
 from rich.table import Table
 
-EPOCH_KINDS = ("pretrain", "train")  # jobs that record epochs: a progress bar
+EPOCH_KINDS = ("pretrain", "team", "supernet", "train")  # they record epochs: a progress bar
+SHARED_KINDS = ("study", "team", "supernet", "search")  # jobs of no one member
+VAL_NAMES = {"pretrain": "k-NN", "team": "ensemble", "supernet": "max-net"}  # val_acc, if not val
 
 
 def _fmt(value) -> str:
@@ -154,6 +156,45 @@ def resilience_table(rows: list[dict], reference: str | None) -> Table:
                       _num(r["mce_alexnet"], "{:.2f}"))
     table.caption = ("drop: clean minus corrupted top-1, in points; mCE: mean over corruptions of "
                      "Σ_s error / Σ_s reference error (AlexNet: ImageNet-C's constants)")
+    return table
+
+
+def sweep_table(rows: list[dict], improvement: str) -> Table:
+    """The λ sweep: jointly trained ensembles, then independently trained teams of the
+    same size, per set (rows of `report.sweep_summary`)."""
+    table = Table(title="λ sweep: jointly trained ensembles vs independently trained teams")
+    for col in ("ensemble", "loss", "set", "acc %", improvement, "drop", "disagree", "attrib",
+                "activ", "gncl"):
+        table.add_column(col, justify="left" if col in ("ensemble", "loss", "set") else "right",
+                         no_wrap=True)
+    previous = None
+    for r in rows:
+        name = r["team"] if r["team"] != previous else ""
+        previous = r["team"]
+        table.add_row(name, r["loss"] if name else "", r["set"], f"{100 * r['accuracy']:.1f}",
+                      _num(r["gain"] and 100 * r["gain"], "{:+.1f}"),
+                      _num(r["drop"] and 100 * r["drop"], "{:.1f}"),
+                      *[_num(r[m], "{:.3f}") for m in ("label_disagreement",
+                        "attribution_diversity", "activation_diversity", "gncl_diversity")])
+    table.caption = (f"name[λ]: trained jointly; separate: trained independently. {improvement}"
+                     " and drop (clean minus set) in points")
+    return table
+
+
+def front_table(rows: list[dict]) -> Table:
+    """The search's Pareto front (catalog.front rows), smallest first."""
+    table = Table(title="Sub-network search: Pareto front (accuracy vs MACs)")
+    for col in ("#", "acc %", "MMACs", "params M"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("Table ii (depth / width / expansion)")
+    for r in rows:
+        t = r["table_ii"]
+        config = (f"{t['depth']} / {t['width']} / {t['expansion']}" if t else
+                  "— (depth below Table ii's base; native: "
+                  f"{r['subnet']['depths']} / {r['subnet']['widths']})")
+        table.add_row(str(r["idx"]), f"{100 * r['accuracy']:.1f}", f"{r['macs'] / 1e6:.1f}",
+                      f"{r['params'] / 1e6:.2f}", config)
+    table.caption = "save a point as a catalog sub-network: ensui catalog save-subnet EXP INDEX NAME"
     return table
 
 

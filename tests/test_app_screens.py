@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from textual.app import App
+from textual.widgets import DataTable
 from textual.worker import WorkerCancelled
 
 from ensui.app import EnsuiApp
@@ -73,6 +74,13 @@ def _team(consensus: str, accuracy: float, disagreement: float) -> dict:
             "eir": 0.1, "nll_gain": 0.05, "label_disagreement": disagreement}
 
 
+def _sweep_row(team: str, lam: float | None, set_name: str, accuracy: float) -> dict:
+    return {**_team("average", accuracy, 0.3), "team": team, "group": "j", "lam": lam,
+            "loss": "balanced" if lam is not None else "separate", "set": set_name,
+            "members": ["a", "b"], "drop": None if set_name == "clean" else 0.2,
+            "gncl_diversity": 0.125}
+
+
 FIGURE_B = {("label_disagreement", "clean"): 0.5, ("label_disagreement", "noise"): 0.75,
             ("q_diversity", "clean"): -0.25, ("q_diversity", "noise"): None}
 
@@ -126,7 +134,8 @@ def build_home(root: Path) -> tuple[Home, dict]:
         [_correlation(m, s) for m in ("label_disagreement", "q_diversity") for s in SETS],
         {s: {"label_disagreement": np.array([[0.0, 0.3], [0.3, 0.0]]),
              "q_diversity": np.array([[1.0, -0.4], [-0.4, 1.0]])} for s in SETS},
-        ["A", "B"], [], [])
+        ["A", "B"], [], [], [_sweep_row("j[0.5]", 0.5, s, 0.9 - 0.2 * (s != "clean"))
+                             for s in SETS] + [_sweep_row("A + B", None, "clean", 0.8)])
     # a second experiment: A evaluated again on clean by a job of its own
     other = _eval("A", "clean", "-2")
     catalog.record_experiment(EXP2, "second", "spec2.yaml", "name: second",
@@ -421,6 +430,40 @@ def test_figure_b_heatmap_renders_values(fixed, size):
         assert heatmap.cursor == (1, 1) and "[—]" in heatmap.render().plain
 
     drive(app_on(home, "results", EXP), size, script)
+
+
+def test_no_screen_is_prepared_once_the_app_shuts_down(fixed):
+    """Building a screen stack while Textual closes them all fails its shutdown."""
+    home, _ = fixed
+
+    async def script(pilot):
+        app = pilot.app
+        app._unbuilt = ["history"]
+        app._running = False  # what App._shutdown sets before closing every stack
+        try:
+            app._prepare_next_mode()
+        finally:
+            app._running = True
+        assert app._unbuilt == ["history"]  # left alone: nothing built
+
+    drive(app_on(home, "jobs"), (120, 40), script)
+
+
+def test_sweep_tab_lists_joint_ensembles_beside_separate_teams(fixed):
+    home, _ = fixed
+
+    async def script(pilot):
+        await settle(pilot, lambda: _results_loaded(pilot))
+        await pilot.press("left_square_bracket")  # from the first tab round to the last
+        table = pilot.app.screen.query_one("#sweep", DataTable)
+        await settle(pilot, lambda: table.row_count == 3)
+        assert pilot.app.screen.focused is table
+        assert cells(table, "j|j[0.5]|noise|average") == [
+            "j[0.5]", "balanced", "noise", "average", "70.0", "+0.0", "20.0", "0.3000", "—",
+            "—", "0.1250"]
+        assert cells(table, "j|A + B|clean|average")[:3] == ["A + B", "separate", "clean"]
+
+    drive(app_on(home, "results", EXP), (120, 40), script)
 
 
 def test_pairwise_cell_opens_the_pairs_two_by_two(fixed):

@@ -13,6 +13,7 @@ import yaml
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
+from ensui import paper
 from ensui.engine.models import (
     build_model,
     count_parameters,
@@ -52,14 +53,42 @@ def _reference_count(family: str, layers: tuple = (), groups: int = 1, width: in
         net = tvm.squeezenet1_1(weights=None)
     elif family in ("deit", "dino_deit"):
         net = timm.create_model("deit_tiny_patch16_224", pretrained=False)
-    elif family in ("resnet50_subnet", "dino_resnet50"):
+    elif family == "dino_resnet50":
         net = tvm.resnet50(weights=None)
     else:
         raise AssertionError(f"no reference for family {family!r}")
     return count_parameters(net)
 
 
+def _divisible(value: float, divisor: int = 8) -> int:
+    """Once-for-All's rounding: the nearest multiple, never below 90 % of the value."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def _subnet_reference_count(row: dict, classes: int = 1000) -> int:
+    """Parameters of a Table ii row, counted by hand: the 7×7 stem at w[1]'s multiplier,
+    stages of 2, 2, 4, 2 blocks plus d[1:], each block 1×1 → 3×3 → 1×1 with mid =
+    e · out (the i-th active block takes the i-th expansion), a 1×1 projection shortcut
+    on each stage's first block, BN (weight and bias) after every conv, then the fc."""
+    mult = (1.0, 0.8, 0.6)
+    stem = _divisible(64 * mult[row["width"][1]])
+    count, in_ch, block = 3 * stem * 49 + 2 * stem, stem, 0
+    for s, (base, extra, w) in enumerate(zip((2, 2, 4, 2), row["depth"][1:], row["width"][2:])):
+        out = _divisible(256 * 2 ** s * mult[w])
+        for b in range(base + extra):
+            mid = _divisible(row["expansion"][block] * out)
+            count += in_ch * mid + 9 * mid * mid + mid * out + 2 * (mid + mid + out)
+            if b == 0:
+                count += in_ch * out + 2 * out
+            in_ch, block = out, block + 1
+    return count + in_ch * classes + classes
+
+
 def _reference_for(arch: dict) -> int:
+    if arch["family"] == "resnet50_subnet":
+        return _subnet_reference_count(next(r for r in paper.table_ii()
+                                            if r["id"] == arch["subnet"]))
     if arch["family"] == "resnext":
         knobs = tuple(arch["layers"]), arch["cardinality"], arch["base_width"]
         return _reference_count("resnext", *knobs)
@@ -110,7 +139,7 @@ DEIT_TINY = {"family": "deit", "embed_dim": 192, "depth": 12, "num_heads": 3, "p
         ({"family": "mnasnet", "alpha": 1.0, "dropout": 0.2}, 4.4e6),
         ({"family": "squeezenet", "version": "1.1", "dropout": 0.5}, 1.24e6),
         (DEIT_TINY, 5.7e6),
-        ({"family": "resnet50_subnet", "subnet": "B_0"}, 25.6e6),
+        ({"family": "dino_resnet50"}, 25.6e6),
     ],
     ids=["ResNeXt50-32x4d", "MNASNet1.0", "SqueezeNet1.1", "DeiT-tiny", "ResNet50"],
 )

@@ -1,11 +1,12 @@
 """Bad input: one clear message naming file, line or field; exit 2; no traceback;
 nothing written to the catalog."""
 
+import json
 import textwrap
 
 import pytest
 
-from conftest import write
+from conftest import REPO, write
 
 GOOD_MEMBERS = "members: [ResNext50_32.2, MNASNet_1]\n"
 
@@ -47,8 +48,14 @@ CASES = {
     "unknown_scale": ("name: x\nscale: huge\n" + GOOD_MEMBERS, ["spec.yaml:2", "scale", "'tiny' or 'paper'"]),
     "missing_weights_file": ("name: x\nmembers:\n  - model: MNASNET_1\n    weights: nope.pt\n",
                              ["spec.yaml:4", "members.0.weights", "does not exist"]),
-    "recipe_not_available": ("name: x\nmembers: [bootstrapNAS-B.0]\n",
-                             ["members.0.model", "'supernet' training recipe"]),
+    "supernet_listing_missing": ("name: x\ntraining:\n  supernet:\n    listing: nope.json\n"
+                                 + GOOD_MEMBERS, ["spec.yaml:4", "training.supernet.listing",
+                                                  "does not exist"]),
+    "supernet_listing_bad_entry": (
+        "name: x\ntraining:\n  supernet: {listing: listing.json}\nmembers: [B_0]\n",
+        ["listing.json", "list_stage_descriptions[0].epochs", "positive integer"]),
+    "supernet_unknown_backend": ("name: x\ntraining:\n  supernet: {backend: ofa}\n" + GOOD_MEMBERS,
+                                 ["spec.yaml:3", "training.supernet.backend", "'ensui'"]),
     "train_false_without_weights": ("name: x\nmembers:\n  - model: MNASNET_1\n    train: false\n",
                                     ["members.0.weights", "needs a weights file"]),
     "released_source_without_path": ("name: x\nvalidation:\n  source: imagenet_c\n" + GOOD_MEMBERS,
@@ -91,6 +98,27 @@ CASES = {
     "unknown_reference_member": ("name: x\nanalysis:\n  reference_member: ResNet50\n"
                                  + GOOD_MEMBERS, ["analysis.reference_member", "not a member"]),
     "tab_indentation": ("name: x\nmembers:\n\t- MNASNET_1\n", ["YAML syntax error", ":3:"]),
+    "joint_unknown_model": ("name: x\n" + GOOD_MEMBERS + "joint:\n  - name: t\n    models: [MNASNET_1, "
+                            "SqeezeNet]\n", ["spec.yaml:5", "joint.0.models.1.model",
+                                              "did you mean 'SqueezeNet'"]),
+    "joint_dino_model": ("name: x\n" + GOOD_MEMBERS + "joint:\n  - name: t\n    models: [MNASNET_1, "
+                         "dino_resnet1]\n", ["joint.0.models.1.model", "supervised models only"]),
+    "joint_balanced_lambda_above_1": (
+        "name: x\n" + GOOD_MEMBERS + "joint:\n  - name: t\n    models: [MNASNET_1, SqueezeNet]\n"
+        "    lambdas: [0, 2]\n", ["spec.yaml:4", "joint.0", "0 <= λ <= 1"]),
+    "joint_negative_lambda": (
+        "name: x\n" + GOOD_MEMBERS + "joint:\n  - name: t\n    loss: ncl\n    models: [MNASNET_1, SqueezeNet]\n"
+        "    lambdas: [-1]\n", ["spec.yaml:7", "joint.0.lambdas.0", "greater than or equal to 0"]),
+    "joint_one_model": ("name: x\n" + GOOD_MEMBERS + "joint:\n  - name: t\n    models: [MNASNET_1]\n",
+                        ["spec.yaml:5", "joint.0.models", "at least 2"]),
+    "joint_unknown_loss": ("name: x\n" + GOOD_MEMBERS + "joint:\n  - name: t\n    loss: nlc\n"
+                           "    models: [MNASNET_1, SqueezeNet]\n",
+                           ["spec.yaml:5", "joint.0.loss", "'balanced'"]),
+    "joint_name_twice": ("name: x\n" + GOOD_MEMBERS + "joint:\n  - {name: t, models: [MNASNET_1, SqueezeNet]}\n"
+                         "  - {name: t, models: [MNASNET_1, SqueezeNet]}\n",
+                         ["joint: the name 't' is used twice"]),
+    "joint_model_twice": ("name: x\n" + GOOD_MEMBERS + "joint:\n  - {name: t, models: [MNASNET_1, MNASNET_1]}\n",
+                          ["joint.0", "'MNASNET_1' appears twice"]),
 }
 
 
@@ -98,6 +126,9 @@ CASES = {
 @pytest.mark.parametrize("command", ["headless", "check"])
 def test_bad_spec_is_one_clear_message(case, command, cli, tmp_path, home):
     text, fragments = CASES[case]
+    listing = json.loads((REPO / "data" / "paper" / "listing_1.json").read_text())
+    listing["bootstrapNAS"]["training"]["schedule"]["list_stage_descriptions"][0]["epochs"] = 0
+    write(tmp_path, json.dumps(listing), "listing.json")
     spec = write(tmp_path, textwrap.dedent(text))
     args = ["headless", "--spec", spec] if command == "headless" else ["spec", "check", spec]
     code, out, err = cli(*args)

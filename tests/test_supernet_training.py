@@ -117,7 +117,7 @@ def test_progressive_shrinking_trains_the_minimal_subnetwork(digits, tmp_path, m
     assert stored.net.config == max_config()
     again = _supernet(seed=5)
     again.load_state_dict(artifacts.load_state(weights))
-    recalibrate_bn(again, supernet._bn_batches(data, 32, 16, 0, CPU))
+    recalibrate_bn(again, supernet.bn_images(data, 32, 16, 0, CPU))
     assert torch.allclose(again.net.bn1.running_mean, stored.net.bn1.running_mean)
     assert torch.allclose(again.net.layer4[2].bn3.running_var, stored.net.layer4[2].bn3.running_var)
 

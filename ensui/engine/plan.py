@@ -13,11 +13,11 @@ from ensui.engine.data.augment import augment_params
 from ensui.engine.data.validation import parts_of, resolve_constants
 from ensui.engine.job import Job, content_key
 from ensui.engine.plan_dino import dino_pretrain_job, dino_probe_job
-from ensui.engine.spec import MemberSpec, Spec, spec_line
+from ensui.engine.plan_joint import joint_jobs
+from ensui.engine.plan_supernet import subnet_job, supernet_jobs
+from ensui.engine.spec import MemberSpec, Spec, located_error
 from ensui.engine.train.schedule import scale_schedule
 from ensui.errors import EnsuiError, SpecError, UnknownIdError
-
-TRAINABLE_RECIPES = ("supervised", "dino")
 
 
 @dataclass
@@ -35,21 +35,32 @@ def make_plan(spec: Spec, catalog: Catalog, spec_path: Path | None = None,
     analysis) penultimate features and attribution maps on each set's subset."""
     classes = num_classes or count_classes(spec)
     jobs: list[Job] = []
+    supernet: list[Job] = []  # built once, for the first sub-network member
     for index, member in enumerate(spec.members):
         row = _model_row(catalog, member, index, spec_path)
         if row["recipe"] == "dino" and member.train:
             pretrain = dino_pretrain_job(spec, member, row, classes)
             jobs += [pretrain] if pretrain.key not in {j.key for j in jobs} else []
             train = dino_probe_job(spec, member, row, classes, pretrain)
+        elif row["recipe"] == "supernet" and member.train:
+            if not supernet:
+                supernet = supernet_jobs(spec, classes, spec_path)
+                jobs += supernet
+            last_stage = [j for j in supernet if j.kind == "supernet"][-1]
+            train = subnet_job(spec, member.label, row, classes, last_stage)
         else:
             train = _train_job(spec, member, row, classes, index, spec_path)
         jobs.append(train)
-        jobs += [_eval_job(spec, member, row, train, name) for name in spec.validation.sets]
+        jobs += [_eval_job(spec, train, name) for name in spec.validation.sets]
+    for job in joint_jobs(spec, catalog, classes, spec_path):
+        jobs.append(job)
+        if job.kind == "train":
+            jobs += [_eval_job(spec, job, name) for name in spec.validation.sets]
     jobs += _analysis_jobs(spec, [j for j in jobs if j.kind == "evaluate"])
     if spec.analysis.enabled:
         jobs.append(_study_job(spec, jobs))
     exp_id = content_key({"name": spec.name, "jobs": [j.key for j in jobs],
-                          "members": [m.label for m in spec.members]})
+                          "members": spec.all_labels()})
     return Plan(exp_id, jobs)
 
 
@@ -63,22 +74,14 @@ def count_classes(spec: Spec) -> int:
 
 
 def _member_error(spec_path, index: int, field_name: str, message: str) -> SpecError:
-    loc = ("members", index, field_name)
-    line = spec_line(spec_path, loc) if spec_path else None
-    where = f"{spec_path}:{line}: " if spec_path and line else ""
-    return SpecError(f"{where}members.{index}.{field_name}: {message}")
+    return located_error(spec_path, ("members", index, field_name), message)
 
 
 def _model_row(catalog: Catalog, member: MemberSpec, index: int, spec_path) -> dict:
     try:
-        row = catalog.model(member.model)
+        row = catalog.member_row(member.model)
     except UnknownIdError as exc:
         raise _member_error(spec_path, index, "model", str(exc)) from None
-    if member.train and row["recipe"] not in TRAINABLE_RECIPES:
-        raise _member_error(
-            spec_path, index, "model",
-            f"{row['id']} needs the '{row['recipe']}' training recipe, which this version "
-            "cannot run yet; give 'weights:' and 'train: false' to evaluate your own weights")
     if not member.train and member.weights is None:
         raise _member_error(spec_path, index, "weights", "'train: false' needs a weights file")
     return row
@@ -115,7 +118,7 @@ def _weights_identity(path: Path | None) -> str | None:
     return f"{path.name}:{sha256_of(path)}"
 
 
-def _eval_job(spec: Spec, member: MemberSpec, row: dict, train: Job, name: str) -> Job:
+def _eval_job(spec: Spec, train: Job, name: str) -> Job:
     val = spec.validation
     params = {
         "train_key": train.key, "val_set": name,
@@ -127,8 +130,8 @@ def _eval_job(spec: Spec, member: MemberSpec, row: dict, train: Job, name: str) 
     if name != "clean" and val.source == "generate":  # only generated sets depend on these
         params |= {"constants": resolve_constants(val.constants, spec.dataset.size),
                    "seed": val.seed}
-    return Job(content_key({"kind": "evaluate", **params}), "evaluate", member.label,
-               row["id"], params, depends=train.key)
+    return Job(content_key({"kind": "evaluate", **params}), "evaluate", train.member,
+               train.model_id, params, depends=train.key)
 
 
 def _analysis_jobs(spec: Spec, evals: list[Job]) -> list[Job]:
@@ -158,10 +161,18 @@ def _attribution_params(spec: Spec, ev: Job, data: dict, method: str, evals: lis
         params["n_steps"] = cfg.n_steps
     if method == "gradient_shap":
         params["shap_samples"] = cfg.shap_samples
-    if cfg.target == "ensemble":  # the prediction of all members' averaged probabilities
+    if cfg.target == "ensemble":  # the prediction of its ensemble's averaged probabilities
+        group = _ensembles(spec)
         params["target_from"] = [j.key for j in evals
-                                 if j.params["val_set"] == ev.params["val_set"]]
+                                 if j.params["val_set"] == ev.params["val_set"]
+                                 and group.get(j.member) == group.get(ev.member)]
     return params
+
+
+def _ensembles(spec: Spec) -> dict[str, str]:
+    """A jointly trained member's team label; independent members form one ensemble."""
+    return {label: team.team_label(lam)
+            for team, lam, labels in spec.joint_members() for label in labels}
 
 
 def _derived(ev: Job, kind: str, params: dict) -> Job:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from ensui.catalog import Catalog
 from ensui.engine.plan import Plan
+from ensui.render import SHARED_KINDS
 
 
 def accuracy_table(plan: Plan, catalog: Catalog, sets: list[str]) -> list[dict]:
     """One row per member: model, reported top-1, status, and accuracy (%) per set."""
     rows: dict[str, dict] = {}
     for job in plan.jobs:
-        if job.kind == "study":  # the experiment's, no member's
+        if job.kind in SHARED_KINDS:  # the experiment's or a team's, no one member's
             continue
         if job.member not in rows:  # one catalog look-up per member, not per job
             rows[job.member] = {
                 "member": job.member, "model_id": job.model_id,
-                "reported_top1": catalog.model(job.model_id)["reported_top1"],
+                "reported_top1": catalog.member_row(job.model_id)["reported_top1"],
                 "status": "done", "accuracy": {s: None for s in sets}, "errors": [],
                 "cost": dict.fromkeys(COST, None)}
         row = rows[job.member]
@@ -61,6 +62,19 @@ def team_summary(team_rows: dict[str, list[dict]], consensus: str) -> list[dict]
             "teams_beating_best_member": sum(r["vs_best"] > 0 for r in chosen),
         })
     return summary
+
+
+SWEEP_METRICS = ("label_disagreement", "attribution_diversity", "activation_diversity",
+                 "gncl_diversity")
+
+
+def sweep_summary(rows: list[dict], consensus: str, improvement: str) -> list[dict]:
+    """The λ sweep under `consensus`: per ensemble and set, accuracy, its `improvement`,
+    the drop from clean and the diversity metrics (None where not computed)."""
+    return [{"group": r["group"], "loss": r["loss"], "lam": r["lam"], "team": r["team"],
+             "set": r["set"], "accuracy": r["accuracy"], "gain": r.get(improvement),
+             "drop": r["drop"], **{m: r.get(m) for m in SWEEP_METRICS}}
+            for r in rows if r["consensus"] == consensus]
 
 
 def resilience_summary(drops: list[dict], corruption_errors: list[dict],

@@ -108,6 +108,33 @@ class DinoSpec(_Strict):
         None, gt=0, description="SGD, scaled by batch/256; paper 0.001, tiny 0.1")
 
 
+class SupernetSpec(_Strict):
+    """The BootstrapNAS super-network that sub-network members are cut from (methods.md §9):
+    progressive shrinking driven by a Listing 1 JSON, then an optional NSGA-II search."""
+
+    listing: Path | None = Field(None, description="a Listing 1 JSON; default the paper's")
+    backend: Literal["ensui", "nncf"] = Field(
+        "ensui", description="ensui's elastic ResNet50, or NNCF's BootstrapNAS (extra 'nncf')")
+    total_epochs: PositiveInt | None = Field(
+        None, description="shrink every stage in proportion to this total; paper: Listing 1's "
+                          "165, tiny 7")
+    warmup_epochs: int | None = Field(
+        None, ge=0, description="full-network training before the first stage, for a "
+                                "super-network not started from `init_weights`; paper 0, tiny 4")
+    init_weights: Path | None = Field(None, description="ResNet50 state_dict to start from")
+    lr: float | None = Field(
+        None, gt=0, description="every stage's learning rate; default Listing 1's init_lr "
+                                "(2.5e-6 fine-tunes pretrained weights) at paper scale, 0.05 tiny")
+    batch_size: PositiveInt | None = Field(None, description="default training.batch_size, "
+                                           "else 64")
+    bn_samples: PositiveInt | None = Field(
+        None, description="BN recalibration images; default Listing 1's (1500), tiny 256")
+    seed: int | None = Field(None, description="default training.seed")
+    search: bool = Field(True, description="NSGA-II over the last stage's space, after it")
+    num_evals: PositiveInt | None = Field(None, description="default Listing 1's (1000), tiny 60")
+    population: PositiveInt | None = Field(None, description="default Listing 1's (50), tiny 12")
+
+
 class TrainingSpec(_Strict):
     """Overrides applied to every member's Table i recipe (a member may override again)."""
 
@@ -123,6 +150,7 @@ class TrainingSpec(_Strict):
     schedule_scaling: Literal["proportional", "absolute"] = Field(
         "proportional", description="with fewer epochs, shrink step sizes in proportion")
     dino: DinoSpec = Field(default_factory=DinoSpec)
+    supernet: SupernetSpec = Field(default_factory=SupernetSpec)
 
     @field_validator("crop_scale")
     @classmethod
@@ -147,6 +175,65 @@ class MemberSpec(_Strict):
     @property
     def label(self) -> str:
         return self.name or self.model
+
+
+class JointModelSpec(_Strict):
+    """One model of a jointly trained team (methods.md §10)."""
+
+    model: str
+    name: str | None = Field(None, description="label inside the team; default the model id")
+    seed: int | None = Field(None, description="its initialisation and dropout; default the team's")
+    lr: float | None = Field(None, gt=0)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.model
+
+
+class JointSpec(_Strict):
+    """A team trained jointly with a diversity-enforcing loss, once per λ: each λ gives one
+    ensemble, compared in the study with the independently trained members' teams."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="prefix of its members' labels, e.g. ncl[0.5]/SqueezeNet")
+    models: list[JointModelSpec] = Field(min_length=2)
+    loss: Literal["independent", "ncl", "balanced", "gncl"] = Field(
+        "balanced", description="methods.md §10; independent is λ = 0 of any")
+    lambdas: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], min_length=1,
+        description="one ensemble per value")
+    consensus: Literal["average", "logit_average"] = Field(
+        "average", description="the ensemble inside the balanced loss")
+    epochs: PositiveInt | None = Field(None, description="default training.epochs, else "
+                                       "the longest of the models' Table i epochs")
+    batch_size: PositiveInt | None = Field(None, description="shared by the members; default "
+                                           "training.batch_size, else the smallest of Table i's")
+    seed: int | None = Field(None, description="data order and augmentation; default training.seed")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _bare_ids(cls, models: Any):
+        if isinstance(models, list):
+            return [{"model": m} if isinstance(m, str) else m for m in models]
+        return models
+
+    @model_validator(mode="after")
+    def _valid(self):
+        labels = [m.label for m in self.models]
+        twice = [x for x in labels if labels.count(x) > 1]
+        if twice:
+            raise ValueError(f"model '{twice[0]}' appears twice in the team; give one a 'name'")
+        if len(set(self.lambdas)) != len(self.lambdas):
+            raise ValueError("lambdas: a value is listed twice")
+        if self.loss == "balanced" and max(self.lambdas) > 1:
+            raise ValueError("lambdas: the balanced loss needs 0 <= λ <= 1")
+        return self
+
+    def member_label(self, lam: float, model: JointModelSpec) -> str:
+        return f"{self.team_label(lam)}/{model.label}"
+
+    def team_label(self, lam: float) -> str:
+        return f"{self.name}[{lam:g}]"
 
 
 IMPROVEMENTS = ("vs_mean", "vs_best", "eir", "nll_gain")
@@ -233,7 +320,7 @@ class AnalysisSpec(_Strict):
         if attribution is None or activation is None:
             return metrics  # their own errors are reported
         extra = _extra_metrics(attribution, activation)
-        known = (*METRICS, "average_accuracy", *extra)
+        known = (*METRICS, "gncl_diversity", "average_accuracy", *extra)
         for name in metrics:
             if name.startswith("attribution_diversity") and not attribution.enabled:
                 raise ValueError(f"'{name}' needs attribution.enabled: true")
@@ -286,6 +373,18 @@ class Spec(_Strict):
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     members: list[MemberSpec] = Field(min_length=1)
+    joint: list[JointSpec] = Field(
+        default_factory=list, description="teams trained jointly (recipe ncl), a λ sweep each")
+
+    def joint_members(self) -> list[tuple[JointSpec, float, list[str]]]:
+        """(team spec, λ, member labels) of every jointly trained ensemble."""
+        return [(team, lam, [team.member_label(lam, m) for m in team.models])
+                for team in self.joint for lam in team.lambdas]
+
+    def all_labels(self) -> list[str]:
+        """Every member's label: the independent members, then the joint teams'."""
+        return [m.label for m in self.members] + [
+            label for _, _, labels in self.joint_members() for label in labels]
 
     @field_validator("executor", mode="before")
     @classmethod
@@ -317,6 +416,10 @@ class Spec(_Strict):
         if chosen and sizes != "all" and max(sizes) > len(labels):
             raise ValueError(f"analysis.team_sizes: {max(sizes)} is more than the "
                              f"{len(labels)} members")
+        names = [team.name for team in self.joint]
+        clash = [n for n in names if names.count(n) > 1 or n in labels]
+        if clash:
+            raise ValueError(f"joint: the name '{clash[0]}' is used twice")
         reference = self.analysis.reference_member
         if reference is not None and reference not in labels:
             raise ValueError(f"analysis.reference_member: '{reference}' is not a member name"
@@ -417,8 +520,11 @@ def _first_error(exc: ValidationError, path: Path, lines: dict[tuple, int]) -> s
 
 def _resolve_paths(spec: Spec, base: Path, lines: dict, path: Path) -> None:
     """Make paths absolute (relative to the spec file) and check that they exist."""
+    nas = spec.training.supernet
     checks = [(spec.dataset, "path", ("dataset", "path")),
-              (spec.validation, "path", ("validation", "path"))]
+              (spec.validation, "path", ("validation", "path")),
+              (nas, "listing", ("training", "supernet", "listing")),
+              (nas, "init_weights", ("training", "supernet", "init_weights"))]
     checks += [(m, "weights", ("members", i, "weights")) for i, m in enumerate(spec.members)]
     for owner, attr, loc in checks:
         value = getattr(owner, attr)
@@ -430,6 +536,13 @@ def _resolve_paths(spec: Spec, base: Path, lines: dict, path: Path) -> None:
             field = ".".join(map(str, loc))
             raise SpecError(f"{path}:{line}: {field}: path does not exist: {resolved}")
         setattr(owner, attr, resolved)
+
+
+def located_error(path: Path | None, loc: tuple, message: str) -> SpecError:
+    """`file:line: a.0.b: message` for a field found wrong after validation."""
+    line = spec_line(path, loc) if path else None
+    where = f"{path}:{line}: " if path and line else ""
+    return SpecError(f"{where}{'.'.join(map(str, loc))}: {message}")
 
 
 def spec_line(path: Path, loc: tuple) -> int | None:

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ensui.catalog import Catalog
-from ensui.engine import analysis, probe_cache
+from ensui.engine import analysis, probe_cache, sweep
 from ensui.engine.diversity import prediction_diversity, representation
+from ensui.engine.diversity.gncl import gncl_team_diversity
 from ensui.engine.ensembles import MemberOutputs, score_teams, teams
 from ensui.engine.evaluate import load_outputs
 from ensui.engine.plan import Plan
@@ -33,39 +34,66 @@ class Study:
     resilience: list[dict] = field(default_factory=list)
     corruption_errors: list[dict] = field(default_factory=list)  # member x corruption CE
     notes: list[str] = field(default_factory=list)  # metrics left out, and why
+    sweep: list[dict] = field(default_factory=list)  # jointly trained teams (`sweep`)
 
 
 def run_study(spec: Spec, plan: Plan, catalog: Catalog, home: Home) -> Study | None:
-    """The study over members evaluated on every set; None when fewer than two are."""
+    """The study over members evaluated on every set; None when fewer than two are and
+    no jointly trained team was."""
     outputs, skipped = _collect_outputs(spec, plan, catalog, home)
     members = [m.label for m in spec.members if m.label not in skipped]
-    if len(members) < 2:
+    joint = [(team, lam, labels) for team, lam, labels in spec.joint_members()
+             if not any(label in skipped for label in labels)]
+    if len(members) < 2 and not joint:
         return None
     cfg = spec.analysis
-    study = Study(members, skipped)
+    study = Study(members, {m: why for m, why in skipped.items()})
     probes = _collect_probes(plan, catalog, home)
+    gncl_sizes = {len(team.models) for team, _, _ in joint}
     team_errors: dict[str, dict] = {}
-    for set_name in spec.validation.sets:
+    for set_name in spec.validation.sets if len(members) >= 2 else ():
         per_member = MemberOutputs.from_outputs({m: outputs[m][set_name] for m in members})
         team_list = teams(members, _sizes(cfg.team_sizes, len(members)), cfg.teams)
-        ensemble_rows = score_teams(per_member, team_list, cfg.consensus)
-        diversity_rows, study.matrices[set_name] = prediction_diversity(per_member, team_list)
-        found = _probe_matrices(probes, members, set_name, cfg)
+        rows, study.matrices[set_name], missing = _score(
+            per_member, team_list, probes, set_name, cfg, gncl_sizes)
         study.notes += [f"{metric} on {set_name}: a member's cached arrays are missing"
-                        for metric in cfg.extra_metrics() if metric not in found]
-        for metric, matrix in found.items():
-            study.matrices[set_name][metric] = matrix
-            for row, value in zip(diversity_rows, representation.team_means(matrix, team_list)):
-                row[metric] = value
-        study.team_rows[set_name] = analysis.team_table(ensemble_rows, diversity_rows)
+                        for metric in missing]
+        study.team_rows[set_name] = rows
         if set_name != "clean":
             _add_team_part_errors(team_errors, per_member, team_list, outputs[members[0]][set_name].ids)
-    study.correlations = analysis.correlation_study(
-        study.team_rows, cfg.metrics, cfg.improvement, n_boot=cfg.bootstrap, seed=cfg.seed)
-    study.figure_b = analysis.figure_b(study.correlations, consensus=cfg.consensus[0])
-    study.resilience = _resilience(study, outputs, spec)
-    study.corruption_errors = _corruption_errors(study.members, outputs, spec, team_errors)
+    if study.team_rows:
+        study.correlations = analysis.correlation_study(
+            study.team_rows, cfg.metrics, cfg.improvement, n_boot=cfg.bootstrap, seed=cfg.seed)
+        study.figure_b = analysis.figure_b(study.correlations, consensus=cfg.consensus[0])
+        study.resilience = _resilience(study, outputs, spec)
+        study.corruption_errors = _corruption_errors(study.members, outputs, spec, team_errors)
+    study.sweep = sweep.sweep_rows(spec, joint, study.team_rows, lambda labels, set_name: _score(
+        MemberOutputs.from_outputs({m: outputs[m][set_name] for m in labels}),
+        [tuple(range(len(labels)))], probes, set_name, cfg, {len(labels)})[0])
     return study
+
+
+def _score(per_member: MemberOutputs, team_list, probes: dict, set_name: str, cfg,
+           gncl_sizes: set[int]) -> tuple[list[dict], dict, list[str]]:
+    """Team rows (every consensus, every diversity metric), the pairwise matrices, and the
+    attribution or activation metrics left out because a member's arrays are missing.
+    The generalized-NCL diversity is computed for teams of `gncl_sizes`, or for every
+    team when it is a Figure B metric (it costs a pass over the outputs per team)."""
+    ensemble_rows = score_teams(per_member, team_list, cfg.consensus)
+    diversity_rows, matrices = prediction_diversity(per_member, team_list)
+    members = list(per_member.names)
+    found = _probe_matrices(probes, members, set_name, cfg)
+    for metric, matrix in found.items():
+        matrices[metric] = matrix
+        for row, value in zip(diversity_rows, representation.team_means(matrix, team_list)):
+            row[metric] = value
+    every = "gncl_diversity" in cfg.metrics
+    chosen = [i for i, t in enumerate(team_list) if every or len(t) in gncl_sizes]
+    values = gncl_team_diversity(per_member, [team_list[i] for i in chosen])
+    for i, value in zip(chosen, values):
+        diversity_rows[i]["gncl_diversity"] = value
+    missing = [metric for metric in cfg.extra_metrics() if metric not in found]
+    return analysis.team_table(ensemble_rows, diversity_rows), matrices, missing
 
 
 def _sizes(sizes, count: int):
@@ -75,7 +103,7 @@ def _sizes(sizes, count: int):
 
 def _collect_outputs(spec: Spec, plan: Plan, catalog: Catalog, home: Home):
     """{member: {set: Outputs}} and the members left out, with the reason."""
-    outputs: dict[str, dict] = {m.label: {} for m in spec.members}
+    outputs: dict[str, dict] = {label: {} for label in spec.all_labels()}
     skipped: dict[str, str] = {}
     for job in plan.of_kind("evaluate"):
         row = catalog.job(job.key)

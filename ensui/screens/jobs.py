@@ -22,7 +22,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 
-from ensui.render import EPOCH_KINDS, duration
+from ensui.render import EPOCH_KINDS, VAL_NAMES, duration
 from ensui.screens.data import catalog_of
 from ensui.screens.views import load_view, remember
 from ensui.screens.widgets import Read, VimTable
@@ -272,18 +272,22 @@ class JobsScreen(Screen):
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
-        acc = "k-NN acc" if job.get("kind") == "pretrain" else "val acc"
+        acc = f"{VAL_NAMES.get(job.get('kind'), 'val')} acc"
         what = f"loss, {acc} (right)" if epochs else "no epochs recorded"
         plt.title(f"{job.get('member', '')} {job.get('kind', '')}: {what}")
         if epochs:
             xs = [e["epoch"] for e in epochs]
             plt.plot(xs, [e["loss"] for e in epochs], label="loss", marker="braille")
-            for name, label in (("teacher_entropy", "teacher entropy"),):  # DINO's collapse check
+            for name, label in (("teacher_entropy", "teacher entropy"),  # DINO's collapse check
+                                ("disagreement", "disagreement")):  # a joint team's diversity
                 if all(e.get(name) is not None for e in epochs):
                     plt.plot(xs, [e[name] for e in epochs], label=label, marker="braille")
             accs = [e["val_acc"] for e in epochs if e.get("val_acc") is not None]
             if accs:
                 plt.plot(xs[-len(accs):], accs, label=acc, yside="right", marker="braille")
+            if all(e.get("min_subnet_acc") is not None for e in epochs):  # a supernet stage
+                plt.plot(xs, [e["min_subnet_acc"] for e in epochs], label="min sub-net acc",
+                         yside="right", marker="braille")
         plot.refresh()
 
     # -- control --------------------------------------------------------------

@@ -3,7 +3,8 @@ accuracy per validation set beside the paper's reported top-1, with a pinned bas
 and signed deltas; the teams table (sort, filter, only the columns that differ); the
 Figure B heatmap, whose cells open the teams behind each correlation; pairwise
 member × member heatmaps per metric and set, whose cells open the pair's right/wrong
-table from the cached outputs (both in `drilldown.py`); CSV export of the table in view.
+table from the cached outputs (both in `drilldown.py`); the λ sweep of jointly trained
+teams beside independently trained ones; CSV export of the table in view.
 The sort, filter, baseline, columns, tab and heatmap choice persist between sessions.
 
 The catalog is read in a thread worker once a second while jobs are unfinished (every
@@ -31,6 +32,7 @@ from textual.widgets import (
 )
 from textual.worker import Worker, WorkerState
 
+from ensui.render import SHARED_KINDS
 from ensui.screens.data import catalog_of
 from ensui.screens.drilldown import CorrelationScreen, PairScreen, correlation_points
 from ensui.screens.heatmap import Heatmap
@@ -39,7 +41,9 @@ from ensui.screens.views import load_view, remember, typed
 from ensui.screens.widgets import VimTable
 
 IDLE_REREAD_S = 5.0
-TABS = ("accuracy-tab", "teams-tab", "figure-b-tab", "pairwise-tab")
+TABS = ("accuracy-tab", "teams-tab", "figure-b-tab", "pairwise-tab", "sweep-tab")
+SWEEP_COLUMNS = ("ensemble", "loss", "set", "consensus", "acc %", "gain", "drop", "disagree",
+                 "attrib", "activ", "gncl")
 TAB_ACTIONS = {"pin": "accuracy-tab", "sort": "teams-tab", "differing": "teams-tab",
                "pair_metric": "pairwise-tab", "pair_set": "pairwise-tab"}
 STATE_ORDER = ("failed", "running", "queued", "cancelled", "done")
@@ -59,13 +63,14 @@ def read_results(home, ref: str | None) -> dict:
             return {"missing": str(exc)}
         if exp is None:
             return {"missing": "no experiment recorded yet"}
-        jobs = [j for j in catalog.experiment_jobs(exp["id"]) if j["kind"] != "study"]
+        jobs = [j for j in catalog.experiment_jobs(exp["id"]) if j["kind"] not in SHARED_KINDS]
         data = _members(catalog, jobs, catalog.member_results(exp["id"]))
         data.update(experiment={k: exp[k] for k in ("id", "name", "created")},
                     teams=[{k: v for k, v in r.items() if k not in HIDDEN_TEAM_COLUMNS}
                            for r in catalog.team_results(exp["id"])],
                     figure_b=catalog.figure_b(exp["id"]),
                     pairwise=catalog.pairwise_matrices(exp["id"]),
+                    sweep=catalog.sweep_results(exp["id"]),
                     progress=catalog.experiment_progress(exp["id"]))
     return data
 
@@ -90,7 +95,7 @@ def _reported(catalog, model_id: str) -> float | None:
     from ensui.errors import UnknownIdError
 
     try:
-        return catalog.model(model_id)["reported_top1"]
+        return catalog.member_row(model_id)["reported_top1"]
     except UnknownIdError:
         return None
 
@@ -141,6 +146,19 @@ def accuracy_rows(data: dict, pinned: str | None) -> list[tuple[str, tuple]]:
         rows.append((m, (label, data["models"][m], "—" if reported is None else f"{reported:.1f}",
                          *cells, data["state"][m])))
     return rows
+
+
+def sweep_rows(rows: list[dict], improvement: str) -> list[tuple[str, tuple]]:
+    """The λ sweep table's (key, cells): accuracy, gain and drop in points."""
+    def points(value, fmt):
+        return "—" if value is None else fmt.format(100 * value)
+
+    return [(f"{r['group']}|{r['team']}|{r['val_set']}|{r['consensus']}",
+             (r["team"], r["loss"], r["val_set"], r["consensus"], points(r["accuracy"], "{:.1f}"),
+              points(r.get(improvement), "{:+.1f}"), points(r["drop"], "{:.1f}"),
+              *[_cell(r.get(m)) for m in ("label_disagreement", "attribution_diversity",
+                                          "activation_diversity", "gncl_diversity")]))
+            for r in rows]
 
 
 def write_csv(rows: list[dict], folder: Path, name: str) -> Path:
@@ -213,9 +231,12 @@ class ResultsScreen(Screen):
                 yield Heatmap(id="figure-b")
             with TabPane("Pairwise", id="pairwise-tab"):
                 yield Heatmap(id="pairwise")
+            with TabPane("λ sweep", id="sweep-tab"):
+                yield VimTable(id="sweep", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one("#sweep", DataTable).add_columns(*SWEEP_COLUMNS)
         self._restore_view()
         self.set_interval(1.0, self.poll)
         self.poll()
@@ -293,6 +314,8 @@ class ResultsScreen(Screen):
             self._show_teams()
         self._show_figure_b()
         self._show_pairwise()
+        fill_table(self.query_one("#sweep", DataTable), sweep_rows(
+            self.data["sweep"], self.data["figure_b"]["improvement"] or "vs_mean"))
 
     def _show_title(self) -> None:
         exp, progress = self.data["experiment"], self.data["progress"]
@@ -379,7 +402,8 @@ class ResultsScreen(Screen):
 
     def _focus_tab(self, tab: str) -> None:
         widget = {"accuracy-tab": "#accuracy", "teams-tab": "#teams",
-                  "figure-b-tab": "#figure-b", "pairwise-tab": "#pairwise"}[tab]
+                  "figure-b-tab": "#figure-b", "pairwise-tab": "#pairwise",
+                  "sweep-tab": "#sweep"}[tab]
         if tab == "teams-tab" and self.editing_filter:
             widget = "#filter"
         self.query_one(widget).focus()
@@ -497,7 +521,7 @@ class ResultsScreen(Screen):
     def _table_in_view(self) -> tuple[str, list[dict]]:
         focused = self.focused.id if self.focused else None
         tab = self.query_one("#tabs", TabbedContent).active
-        name = focused if focused in ("accuracy", "teams", "figure-b", "pairwise") else \
+        name = focused if focused in ("accuracy", "teams", "figure-b", "pairwise", "sweep") else \
             tab.removesuffix("-tab")
         return name, getattr(self, f"_rows_{name.replace('-', '_')}")()
 
@@ -522,6 +546,10 @@ class ResultsScreen(Screen):
             return []
         return [{"member": m, **dict(zip(pair["members"], line))}
                 for m, line in zip(pair["members"], pair["matrix"])]
+
+    def _rows_sweep(self) -> list[dict]:
+        return [{k: v for k, v in r.items() if k not in HIDDEN_TEAM_COLUMNS}
+                for r in self.data.get("sweep", [])]
 
     def action_export(self) -> None:
         if "experiment" not in self.data:

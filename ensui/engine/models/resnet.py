@@ -1,28 +1,29 @@
-"""BootstrapNAS rows of Table i (family "resnet50_subnet"): for now, the full ResNet50.
+"""ResNet50 at both scales, and the BootstrapNAS sub-networks (family "resnet50_subnet").
 
-Rows bootstrapNAS-B.0 and B.1 are subnetworks of a BootstrapNAS ResNet50 super-network,
-configured by Table ii (`arch["subnet"]`). The elastic super-network and subnetwork
-extraction are not built yet, so this family IGNORES the subnet configuration and returns
-the super-network's maximal architecture, the full ResNet50. Its parameter count is
-therefore ResNet50's (25.6 M), not the subnetwork's.
+A sub-network is built as ensui's elastic super-network (`nas.elastic_resnet`) cut to its
+configuration by `extract`: a standalone network of ordinary layers, with the
+sub-network's own parameter count (Table ii's B_0: 8.30 M at paper scale). Its weights
+come from the trained super-network (the member's `subnet` job), so the initialisation
+here only has to give the right shapes. `arch` names a Table ii row (`subnet`) or holds
+the configuration itself (`config`, Table ii's format, e.g. a saved search point).
 
-Paper scale: torchvision `resnet50(weights=None, num_classes)`.
-
-Tiny scale: ResNet50 is ResNeXt with cardinality 1 and base width 64, so it is the tiny
-ResNeXt of `resnext.py` with those knobs (timm's ResNet, whose state_dict keys follow
-torchvision's): layers [3, 4, 6, 3] and total stride 32 kept,
-planes halved (block outputs 128…1024), 3×3 stem conv, no dropout.
+ResNet50 itself (`resnet50_net`, the DINO ResNet rows' backbone): paper scale is
+torchvision `resnet50(weights=None, num_classes)`. Tiny scale: ResNet50 is ResNeXt with
+cardinality 1 and base width 64, so it is the tiny ResNeXt of `resnext.py` with those
+knobs (timm's ResNet, whose state_dict keys follow torchvision's): layers [3, 4, 6, 3]
+and total stride 32 kept, planes halved (block outputs 128…1024), 3×3 stem conv, no
+dropout.
 """
 
 from torch import nn
 from torchvision.models import resnet50
 
 from .normalize import Normalized
-from .pre_logits import timm_pre_logits, torchvision_resnet_pre_logits
 from .registry import Scale, register_family
 from .resnext import tiny_resnext
 
 RESNET50_LAYERS = (3, 4, 6, 3)
+MIN_WIDTH = 32  # Listing 1's elasticity.width.min_width
 
 
 def resnet50_net(scale: Scale, num_classes: int) -> nn.Module:
@@ -38,5 +39,22 @@ def resnet50_net(scale: Scale, num_classes: int) -> nn.Module:
 
 @register_family("resnet50_subnet")
 def build_resnet50_subnet(arch: dict, scale: Scale, num_classes: int, image_size: int) -> nn.Module:
-    pre_logits = torchvision_resnet_pre_logits if scale is Scale.PAPER else timm_pre_logits
-    return Normalized(resnet50_net(scale, num_classes), pre_logits)
+    from ensui.engine.nas.elastic_resnet import build_supernet, extract, pre_logits
+
+    supernet = build_supernet(scale.value, num_classes, arch.get("min_width", MIN_WIDTH))
+    return Normalized(extract(supernet, subnet_config(arch)), pre_logits)
+
+
+def subnet_config(arch: dict):
+    """The SubnetConfig of a `resnet50_subnet` arch: its `config`, else its Table ii row."""
+    from ensui import paper
+    from ensui.engine.nas.subnet_config import SubnetConfigError, parse_table_ii
+
+    entry = arch.get("config")
+    if entry is None:
+        rows = {row["id"]: row for row in paper.table_ii()}
+        if arch.get("subnet") not in rows:
+            raise SubnetConfigError(f"subnet {arch.get('subnet')!r} is not a Table ii row; "
+                                    f"known: {', '.join(rows)}")
+        entry = rows[arch["subnet"]]
+    return parse_table_ii(entry)

@@ -180,9 +180,13 @@ class _ResNet(nn.Module):
         """Pooled penultimate features (B, D) of normalized images."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for s in range(self.num_stages):
-            for block in self.active_blocks(s):
-                x = block(x)
+            x = self.run_stage(s, x)
         return torch.flatten(self.avgpool(x), 1)
+
+    def run_stage(self, stage: int, x: Tensor) -> Tensor:
+        for block in self.active_blocks(stage):
+            x = block(x)
+        return x
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.pre_logits(x))
@@ -190,6 +194,9 @@ class _ResNet(nn.Module):
 
 class SubnetResNet(_ResNet):
     """A standalone sub-network of ordinary layers, as `extract` builds it."""
+
+    def run_stage(self, stage: int, x: Tensor) -> Tensor:
+        return self.stages()[stage](x)  # the stage module itself, so its hooks fire (Grad-CAM)
 
 
 def _elastic_block(in_ch: int, mid: int, out: int, stride: int, first: bool) -> Bottleneck:

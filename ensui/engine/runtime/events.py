@@ -84,6 +84,9 @@ class EventRecorder:
         self.write("result", train_key=train_key, model_id=model_id, val_set=val_set,
                    accuracy=accuracy, nll=nll, n=n)
 
+    def front(self, key, rows) -> None:
+        self.write("front", rows=rows)
+
 
 def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int]:
     """The complete events after byte `offset`, and the offset after the last of them.
@@ -198,6 +201,8 @@ class Ingester:
         elif kind == "result":
             self.catalog.record_result(key, e["train_key"], e["model_id"], e["val_set"],
                                        e["accuracy"], e["nll"], e["n"])
+        elif kind == "front":
+            self.catalog.record_front(key, e["rows"])
         elif kind in ("started", "heartbeat") and worker:
             self.catalog.beat(worker, key)
         elif kind in ("done", "failed") and worker and self.catalog.end_job(

@@ -20,5 +20,5 @@ def record_study(spec: Spec, spec_path: Path, catalog: Catalog, home: Home) -> S
     if study is not None:
         catalog.record_study(plan.experiment_id, study.team_rows, study.correlations,
                              study.matrices, study.members, study.resilience,
-                             study.corruption_errors)
+                             study.corruption_errors, study.sweep)
     return study

@@ -1,5 +1,5 @@
-"""Doing one job of any kind — pretrain, train, evaluate, activations, attribute, study —
-for a spec.
+"""Doing one job of any kind — pretrain, team, supernet, search, train, evaluate,
+activations, attribute, study — for a spec.
 
 `JobWork` holds what jobs of one experiment share (its data, loaded once) and keeps the
 last member's trained model, so a worker that runs a member's evaluations one after
@@ -9,6 +9,7 @@ job runs here, event files when it runs on a cluster node.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +23,9 @@ from ensui.engine import evaluate as ev
 from ensui.engine.attribute import attribution_maps, features
 from ensui.engine.data.sample import take_sample
 from ensui.engine.models.factory import build_model, load_weights
+from ensui.engine.runtime import nas_jobs
 from ensui.engine.spec import Spec
-from ensui.engine.train import dino_pretrain, supervised
+from ensui.engine.train import dino_pretrain, ncl, supervised
 from ensui.engine.workspace import Workspace
 from ensui.home import Home
 
@@ -34,6 +36,7 @@ class Recorder(Protocol):
     def epoch(self, key: str, metrics: supervised.EpochMetrics, epochs: int) -> None: ...
     def result(self, key: str, train_key: str, model_id: str, val_set: str, accuracy: float,
                nll: float, n: int) -> None: ...
+    def front(self, key: str, rows: list[dict]) -> None: ...
 
 
 class JobWork:
@@ -52,7 +55,8 @@ class JobWork:
             if self.study is None:
                 raise RuntimeError("a study job runs where the catalog is, not on a node")
             return self.study()
-        work = {"pretrain": self._pretrain, "train": self._train, "evaluate": self._evaluate,
+        work = {"pretrain": self._pretrain, "team": self._team, "supernet": self._supernet,
+                "search": self._search, "train": self._train, "evaluate": self._evaluate,
                 "activations": self._activations, "attribute": self._attribute}[kind]
         return work(key, params, member, model_id)
 
@@ -73,6 +77,11 @@ class JobWork:
     # -- kinds ------------------------------------------------------------------
 
     def _train(self, key: str, p: dict, member: str, model_id: str) -> str:
+        if p["recipe"] == "ncl_member":
+            return str(_take_member(self.home.runs / p["team_key"], p["index"],
+                                    self.home.runs / key / supervised.WEIGHTS))
+        if p["recipe"] == "subnet":
+            return str(self._subnet(key, p))
         model = self._model(p)
         if p["init_weights"]:
             spec_member = next(m for m in self.spec.members if m.label == member)
@@ -92,6 +101,63 @@ class JobWork:
             model, self.workspace.multicrop_data(p), self.workspace.knn_data(), p,
             self.home.runs / key, self.device, self._on_epoch(key, p), self.should_stop)
         return str(weights)
+
+    def _team(self, key: str, p: dict, member: str, model_id: str) -> str:
+        """A jointly trained team (recipe ncl): one weights file per member in its run."""
+        models = [self._model({**p, **m}) for m in p["members"]]
+        labels = [m["label"] for m in p["members"]]
+
+        def on_epoch(e: ncl.TeamEpoch) -> None:
+            self._on_epoch(key, p)(team_metrics(e, labels))
+        ncl.train_team(models, self.workspace.train_data(p["augment"]), self.workspace.clean,
+                       p, self.home.runs / key, self.device, on_epoch, self.should_stop)
+        return str(self.home.runs / key)
+
+    def _supernet(self, key: str, p: dict, member: str, model_id: str) -> str:
+        """One progressive-shrinking stage, from the previous stage's weights."""
+        if p["backend"] == "nncf":
+            raise RuntimeError("backend 'nncf' runs through nas.nncf_backend, which this "
+                               "worker cannot drive yet; use backend 'ensui'")
+        net = nas_jobs.supernet_model(p)
+        if p["init_key"] is None and p["init_weights"]:
+            load_weights(net, nas_jobs.member_spec_weights(self.spec))
+        init = self.home.runs / p["init_key"] / nas_jobs.WEIGHTS if p["init_key"] else None
+        params = {"seed": p["seed"], "batch_size": p["batch_size"], "bn_samples": p["bn_samples"],
+                  "image_size": p["image_size"], "optimizer": p["optimizer"]}
+        if p["lr"]:
+            params["lr"] = p["lr"]
+        on_epoch = self._on_epoch(key, p)
+        weights = nas_jobs.train_stage(
+            net, self.workspace.train_data(p["augment"]), self.workspace.clean,
+            p["stage"], nas_jobs.stage_listing(p), params, self.home.runs / key, self.device,
+            lambda e: on_epoch(nas_jobs.stage_metrics(e)), self.should_stop, init)
+        return str(weights)
+
+    def _search(self, key: str, p: dict, member: str, model_id: str) -> str:
+        """NSGA-II over the last stage's space; the front goes to the catalog and a file."""
+        net = self._trained_supernet(p)
+        data = self.workspace.train_data(p["augment"])
+        rows = nas_jobs.search(net, data, self.workspace.clean, p, self.device)
+        folder = self.home.outputs / key
+        artifacts.write_checked(folder / nas_jobs.FRONT, json.dumps(rows).encode())
+        self.record.front(key, rows)
+        log.info("search: %d sub-networks on the front", len(rows))
+        return str(folder)
+
+    def _subnet(self, key: str, p: dict) -> Path:
+        """The member's configuration cut out of the trained super-network, its batch
+        norms recalibrated on `bn_samples` training images."""
+        net = self._trained_supernet(p)
+        model = nas_jobs.cut(net, p["arch"], self.workspace.train_data(p["augment"]), p,
+                             self.device)
+        weights = self.home.runs / key / supervised.WEIGHTS
+        artifacts.save_state(model.state_dict(), weights)
+        return weights
+
+    def _trained_supernet(self, p: dict):
+        net = nas_jobs.supernet_model(p)
+        nas_jobs.load_supernet(net, self.home.runs / p["supernet_key"] / nas_jobs.WEIGHTS)
+        return net.to(self.device)
 
     def _on_epoch(self, key: str, p: dict) -> Callable[[supervised.EpochMetrics], None]:
         def on_epoch(m: supervised.EpochMetrics) -> None:
@@ -153,6 +219,25 @@ def epoch_text(m: supervised.EpochMetrics) -> str:
     return " ".join(f"{k} {v:.4g}" for k, v in values.items() if v is not None)
 
 
+def team_metrics(e: ncl.TeamEpoch, labels: list[str]) -> supervised.EpochMetrics:
+    """A team epoch as live metrics: the ensemble's validation accuracy, the diversity
+    indicators and each member's accuracy (`acc:<label>`)."""
+    extra = {"penalty": e.penalty, "disagreement": e.disagreement,
+             **{f"acc:{label}": acc for label, acc in zip(labels, e.member_val_acc)}}
+    return supervised.EpochMetrics(e.epoch, e.loss, None, e.ensemble_val_acc, e.lrs[0],
+                                   e.seconds, extra)
+
+
+def _take_member(team_run: Path, index: int, weights: Path) -> Path:
+    """A member's weights out of its team's run, as its own checked file."""
+    state = artifacts.load_state(ncl.member_weights(team_run, index))
+    if state is None:
+        raise RuntimeError(f"{team_run}: member {index}'s weights are missing or damaged; "
+                           "retry the team job")
+    artifacts.save_state(state, weights)
+    return weights
+
+
 def load_backbone(model, path: Path) -> None:
     """A DINO teacher backbone into a built dino_* model (its classifier keeps its seed's
     initialisation); a missing or damaged file is an error naming it."""
@@ -173,6 +258,13 @@ def intact(home: Home, key: str, kind: str, params: dict) -> bool:
         return artifacts.is_intact(home.runs / key / supervised.WEIGHTS)
     if kind == "pretrain":
         return artifacts.is_intact(home.runs / key / dino_pretrain.BACKBONE)
+    if kind == "supernet":
+        return artifacts.is_intact(home.runs / key / nas_jobs.WEIGHTS)
+    if kind == "search":
+        return artifacts.is_intact(home.outputs / key / nas_jobs.FRONT)
+    if kind == "team":
+        return all(artifacts.is_intact(ncl.member_weights(home.runs / key, i))
+                   for i in range(len(params["members"])))
     if kind == "evaluate":
         return ev.outputs_intact(home.outputs / key, params["store"])
     return probe_cache.intact(home.outputs / key, kind)

@@ -48,6 +48,9 @@ class CatalogRecorder:
     def result(self, key, train_key, model_id, val_set, accuracy, nll, n) -> None:
         self.catalog.record_result(key, train_key, model_id, val_set, accuracy, nll, n)
 
+    def front(self, key, rows) -> None:
+        self.catalog.record_front(key, rows)
+
 
 class Worker:
     def __init__(self, home: Home, lane: str = "cpu", experiment: str | None = None,

@@ -136,7 +136,7 @@ def evaluate_subnet(net: nn.Module, cfg: SubnetConfig,
             count_parameters(sub))
 
 
-def _bn_batches(data, n: int, batch_size: int, seed: int, device: torch.device
+def bn_images(data, n: int, batch_size: int, seed: int, device: torch.device
                 ) -> Iterator[Tensor]:
     """The first `n` training images of a fixed augmented draw (all of them if fewer)."""
     left = n
@@ -286,7 +286,7 @@ def _epoch_accuracies(run: _StageRun) -> tuple[float, float]:
     n = params.get("bn_samples", run.listing.training.num_bn_adaptation_samples)
 
     def bn_batches() -> Iterator[Tensor]:
-        return _bn_batches(run.data, n, params["batch_size"], params["seed"], run.device)
+        return bn_images(run.data, n, params["batch_size"], params["seed"], run.device)
 
     size = params.get("image_size")
     run.elastic.set_config(max_config(run.layers))

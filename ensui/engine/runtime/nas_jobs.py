@@ -1,0 +1,82 @@
+"""What the BootstrapNAS jobs do (plan_supernet.py makes them): build the super-network,
+turn a stage's epochs into live metrics, search, and cut a member out."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ensui.engine import artifacts
+from ensui.engine.models.normalize import Normalized
+from ensui.engine.models.resnet import subnet_config
+from ensui.engine.nas.elastic_resnet import build_supernet, extract, pre_logits, recalibrate_bn
+from ensui.engine.nas.search import SearchSpace, front_rows, run_search, supernet_cost
+from ensui.engine.plan_supernet import stage_listing
+from ensui.engine.train import supernet as shrinking
+from ensui.engine.train.supervised import EpochMetrics
+
+__all__ = ["FRONT", "WEIGHTS", "cut", "load_supernet", "member_spec_weights", "search",
+           "stage_listing", "stage_metrics", "supernet_model", "train_stage"]
+
+WEIGHTS = shrinking.WEIGHTS
+FRONT = "front.json"
+train_stage = shrinking.train_stage
+
+
+def supernet_model(p: dict) -> Normalized:
+    """The elastic ResNet50 at the job's scale, initialised from its seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(p["seed"])
+        net = build_supernet(p["scale"], p["num_classes"], p["min_width"])
+    return Normalized(net, pre_logits)
+
+
+def load_supernet(net: nn.Module, path: Path) -> None:
+    state = artifacts.load_state(path)
+    if state is None:
+        raise RuntimeError(f"{path}: the trained super-network is missing or damaged; retry "
+                           "its last stage job")
+    net.load_state_dict(state)
+
+
+def member_spec_weights(spec) -> Path:
+    return spec.training.supernet.init_weights
+
+
+def stage_metrics(e: shrinking.SupernetEpoch) -> EpochMetrics:
+    """A stage epoch as live metrics: val is the maximal network's accuracy, and the
+    stage's minimal sub-network's is `min_subnet_acc`."""
+    return EpochMetrics(e.epoch, e.loss, None, e.max_acc, e.lr, e.seconds,
+                        {"min_subnet_acc": e.min_acc})
+
+
+def _bn_images(data, p: dict, device: torch.device) -> list[torch.Tensor]:
+    """The fixed training images every sub-network's batch norms are recalibrated on."""
+    return list(shrinking.bn_images(data, p["bn_samples"], p["batch_size"], p["seed"],
+                                     device))
+
+
+def search(net: Normalized, data, val, p: dict, device: torch.device) -> list[dict]:
+    """NSGA-II over what the last stage trained: accuracy on `val` of each extracted,
+    recalibrated sub-network against its MACs; the front's rows."""
+    listing = stage_listing(p)
+    settings = replace(listing.search, **{k: p[k] for k in ("num_evals", "population")
+                                          if p[k] is not None})
+    space = SearchSpace.from_stage(listing.training.stages[-1], net.net.widths.layers)
+    bn = _bn_images(data, p, device)
+
+    def score(cfg) -> float:
+        return shrinking.evaluate_subnet(net, cfg, bn, val, device, p["image_size"])[0]
+
+    result = run_search(score, supernet_cost(net, p["image_size"]), settings, space, p["seed"])
+    return front_rows(result)
+
+
+def cut(net: Normalized, arch: dict, data, p: dict, device: torch.device) -> Normalized:
+    """The member's sub-network of the trained `net`, standalone, BN recalibrated."""
+    sub = Normalized(extract(net.net, subnet_config(arch)), pre_logits).to(device)
+    recalibrate_bn(sub, _bn_images(data, p, device))
+    return sub.eval()

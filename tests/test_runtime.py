@@ -230,12 +230,12 @@ print(reads)
 """
 
 
-def test_four_writers_and_a_reader_for_a_minute(tmp_path):
+def test_four_writers_and_a_reader_for_twenty_seconds(tmp_path):
     """Every claim, epoch and end recorded; no 'database is locked'; nothing lost."""
     db = tmp_path / "catalog.db"
     catalog = Catalog(db)
     catalog.enqueue("exp", [_fake(f"job{i:05d}", kind="train") for i in range(20000)])
-    until = time.time() + 60
+    until = time.time() + 20
     cmd = [sys.executable, "-c"]
     writers = [subprocess.Popen([*cmd, WRITER, str(db), f"w{i}", str(until)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -248,8 +248,8 @@ def test_four_writers_and_a_reader_for_a_minute(tmp_path):
         assert proc.returncode == 0 and "locked" not in err, err
         claimed += json.loads(out)
     out, err = reader.communicate(timeout=180)
-    assert reader.returncode == 0 and int(out) > 100, err
-    assert len(claimed) == len(set(claimed)) > 400  # nobody ran a job twice
+    assert reader.returncode == 0 and int(out) > 30, err
+    assert len(claimed) == len(set(claimed)) > 100  # nobody ran a job twice
     counts = catalog.job_counts()
     assert counts["done"] == len(claimed) and counts["queued"] == 20000 - len(claimed)
     epochs = catalog.db.conn.execute("SELECT count(*) FROM epochs").fetchone()[0]

@@ -72,6 +72,10 @@ def stage_listing(params: dict) -> Listing:
 def supernet_jobs(spec: Spec, classes: int, spec_path: Path | None = None) -> list[Job]:
     """The stage jobs, in order, then the search job when the spec asks for it."""
     cfg, nas, tr = resolved(spec), spec.training.supernet, spec.training
+    if nas.backend == "nncf":
+        raise located_error(spec_path, ("training", "supernet", "backend"),
+                            "'nncf' is not run as jobs yet (nas/nncf_backend.py drives NNCF "
+                            "from Python); use 'ensui'")
     base = {
         "recipe": "supernet", "backend": nas.backend, "scale": spec.scale,
         "num_classes": classes, "image_size": spec.dataset.size,

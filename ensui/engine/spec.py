@@ -86,8 +86,12 @@ class DinoSpec(_Strict):
 
     backbone_epochs: PositiveInt | None = Field(
         None, description="self-supervised stage; default training.epochs, else Table i's")
+    probe: Literal["cached", "augmented"] | None = Field(
+        None, description="linear probe on features computed once (default with the "
+        "embedded data) or on fresh augmented crops every epoch (DINO's; default for folders)")
     probe_epochs: PositiveInt | None = Field(
-        None, description="linear probe; default training.epochs, else Table i's")
+        None, description="linear probe; default Table i's (100) when cached, else "
+                          "training.epochs, else Table i's")
     n_local: int | None = Field(None, ge=0, description="local crops; paper 8, tiny 4")
     local_size: PositiveInt | None = Field(None, description="local crop px; paper 96, tiny 16")
     out_dim: PositiveInt | None = Field(None, description="prototypes; paper 65536, tiny 1024")
@@ -105,7 +109,7 @@ class DinoSpec(_Strict):
     clip_grad: float = Field(3.0, ge=0, description="per-parameter grad norm; 0 turns it off")
     freeze_last_layer: int = Field(1, ge=0, description="epochs with the head's last layer frozen")
     probe_lr: float | None = Field(
-        None, gt=0, description="SGD, scaled by batch/256; paper 0.001, tiny 0.1")
+        None, gt=0, description="SGD, scaled by batch/256; paper 0.001, tiny 0.4")
 
 
 class SupernetSpec(_Strict):

@@ -25,7 +25,7 @@ from ensui.engine.data.sample import take_sample
 from ensui.engine.models.factory import build_model, load_weights
 from ensui.engine.runtime import nas_jobs
 from ensui.engine.spec import Spec
-from ensui.engine.train import dino_pretrain, ncl, supervised
+from ensui.engine.train import dino_pretrain, linear_probe, ncl, supervised
 from ensui.engine.workspace import Workspace
 from ensui.home import Home
 
@@ -89,11 +89,22 @@ class JobWork:
         if p["recipe"] == "dino":  # the linear probe on the frozen teacher backbone
             load_backbone(model, self.home.runs / p["backbone_key"] / dino_pretrain.BACKBONE)
             model.net.freeze_backbone()
+            if p.get("probe") == "cached":
+                return str(self._cached_probe(key, p, model))
         data = self.workspace.train_data(p["augment"])
         weights = supervised.train(model, data, self.workspace.clean, p, self.home.runs / key,
                                    self.device, self._on_epoch(key, p),
                                    should_stop=self.should_stop)
         return str(weights)
+
+    def _cached_probe(self, key: str, p: dict, model) -> Path:
+        images = self.workspace.knn_data()
+        if images is None:
+            raise RuntimeError("probe 'cached' needs the training images in memory (the "
+                               "embedded dataset); use training.dino.probe: augmented")
+        return linear_probe.train_cached_probe(
+            model.to(self.device), images[0], self.workspace.clean, p, self.home.runs / key,
+            self.device, self._on_epoch(key, p), self.should_stop)
 
     def _pretrain(self, key: str, p: dict, member: str, model_id: str) -> str:
         model = self._model(p)
@@ -115,9 +126,6 @@ class JobWork:
 
     def _supernet(self, key: str, p: dict, member: str, model_id: str) -> str:
         """One progressive-shrinking stage, from the previous stage's weights."""
-        if p["backend"] == "nncf":
-            raise RuntimeError("backend 'nncf' runs through nas.nncf_backend, which this "
-                               "worker cannot drive yet; use backend 'ensui'")
         net = nas_jobs.supernet_model(p)
         if p["init_key"] is None and p["init_weights"]:
             load_weights(net, nas_jobs.member_spec_weights(self.spec))

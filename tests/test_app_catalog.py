@@ -163,13 +163,14 @@ def test_space_picks_members_with_a_visible_mark_and_the_builder_lists_them():
             models = table(screen, "models")
             assert [models.get_cell(i, "pick") for i in SUPERVISED] == ["✓"] * 3
             assert models.get_cell("MNASNET_1", "pick") == ""
-            await pilot.press("tab", "space")  # a subnetwork cannot be a member
-            assert app.picked == SUPERVISED and notes[-1][1] == "warning"
+            await pilot.press("tab", "space")  # a sub-network is a member too
+            assert app.picked == [*SUPERVISED, "B_0"]
+            assert table(screen, "subnets").get_cell("B_0", "pick") == "✓"
             await pilot.press("2")
             await settle(pilot)
             assert isinstance(app.screen, BuilderScreen)
             members = str(app.screen.query_one("#members", Static).content)
-            assert all(model in members for model in SUPERVISED)
+            assert all(model in members for model in [*SUPERVISED, "B_0"])
 
     run(body)
 

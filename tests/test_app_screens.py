@@ -454,7 +454,7 @@ def test_sweep_tab_lists_joint_ensembles_beside_separate_teams(fixed):
 
     async def script(pilot):
         await settle(pilot, lambda: _results_loaded(pilot))
-        await pilot.press("left_square_bracket")  # from the first tab round to the last
+        await pilot.press("left_square_bracket", "left_square_bracket")  # round, backwards
         table = pilot.app.screen.query_one("#sweep", DataTable)
         await settle(pilot, lambda: table.row_count == 3)
         assert pilot.app.screen.focused is table
@@ -466,12 +466,48 @@ def test_sweep_tab_lists_joint_ensembles_beside_separate_teams(fixed):
     drive(app_on(home, "results", EXP), (120, 40), script)
 
 
+def _home_with_a_front(root: Path) -> Home:
+    home = Home(root)
+    catalog = Catalog(home.catalog)
+    catalog.record_experiment("nasexp", "nas", "spec.yaml", "name: nas", [("s1", "supernet")])
+    table_ii = {"depth": [0, 0, 0, 0, 1], "width": [0, 0, 0, 2, 2, 2], "expansion": [0.2] * 12}
+    catalog.record_front("s1", [
+        {"config_key": "a", "accuracy": 0.5, "macs": 2_000_000, "params": 500_000,
+         "table_ii": None, "subnet": {"depths": [1, 1, 2, 1], "widths": [2, 2, 2, 2]}},
+        {"config_key": "b", "accuracy": 0.75, "macs": 9_000_000, "params": 1_500_000,
+         "table_ii": table_ii, "subnet": {}}])
+    catalog.close()
+    return home
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_front_tab_shows_the_search_and_saves_a_point(tmp_path, readonly):
+    home = _home_with_a_front(tmp_path / "home")
+
+    async def script(pilot):
+        table = pilot.app.screen.query_one("#front", DataTable)
+        await settle(pilot, lambda: table.row_count == 2)
+        await pilot.press("left_square_bracket")  # round to the last tab
+        await settle(pilot, lambda: pilot.app.screen.focused is table)
+        assert cells(table, "1") == ["1", "75.0", "9.0", "1.50",
+                                     "[0, 0, 0, 0, 1] / [0, 0, 0, 2, 2, 2] / " + str([0.2] * 12)]
+        assert cells(table, "0")[4] == "— (not Table ii)"
+        await pilot.press("j", "a")
+        await settle(pilot)
+        catalog = Catalog(home.catalog)
+        saved = [r["id"] for r in catalog.subnets() if r["source"].startswith("experiment nas")]
+        catalog.close()
+        assert saved == ([] if readonly else ["nas-nase-1"])
+
+    drive(app_on(home, "results", "nasexp", readonly=readonly), (120, 40), script)
+
+
 def test_pairwise_cell_opens_the_pairs_two_by_two(fixed):
     home, _ = fixed
 
     async def script(pilot):
         await settle(pilot, lambda: _results_loaded(pilot))
-        await pilot.press("left_square_bracket")
+        await pilot.press(*["right_square_bracket"] * 3)
         heatmap = pilot.app.screen.query_one("#pairwise", Heatmap)
         await settle(pilot, lambda: heatmap.rows == ["A", "B"])
         assert "label_disagreement on clean" in heatmap.title and "0.30" in heatmap.render().plain

@@ -47,7 +47,7 @@ def run_study(spec: Spec, plan: Plan, catalog: Catalog, home: Home) -> Study | N
     if len(members) < 2 and not joint:
         return None
     cfg = spec.analysis
-    study = Study(members, {m: why for m, why in skipped.items()})
+    study = Study(members, skipped)
     probes = _collect_probes(plan, catalog, home)
     gncl_sizes = {len(team.models) for team, _, _ in joint}
     team_errors: dict[str, dict] = {}
@@ -67,9 +67,13 @@ def run_study(spec: Spec, plan: Plan, catalog: Catalog, home: Home) -> Study | N
         study.figure_b = analysis.figure_b(study.correlations, consensus=cfg.consensus[0])
         study.resilience = _resilience(study, outputs, spec)
         study.corruption_errors = _corruption_errors(study.members, outputs, spec, team_errors)
-    study.sweep = sweep.sweep_rows(spec, joint, study.team_rows, lambda labels, set_name: _score(
-        MemberOutputs.from_outputs({m: outputs[m][set_name] for m in labels}),
-        [tuple(range(len(labels)))], probes, set_name, cfg, {len(labels)})[0])
+
+    def score_joint(labels: list[str], set_name: str) -> list[dict]:
+        per_member = MemberOutputs.from_outputs({m: outputs[m][set_name] for m in labels})
+        team = [tuple(range(len(labels)))]
+        return _score(per_member, team, probes, set_name, cfg, {len(labels)})[0]
+
+    study.sweep = sweep.sweep_rows(spec, joint, study.team_rows, score_joint)
     return study
 
 

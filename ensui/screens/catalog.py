@@ -34,8 +34,8 @@ SCALES = {"tiny": (10, 32), "paper": (1000, 224)}
 COUNT_SETTLE_S = 0.15  # a cursor moving fast starts no model builds on the rows it passes
 MODEL_COLUMNS = (("pick", "✓"), ("id", "id"), ("family", "family"), ("recipe", "recipe"),
                  ("epochs", "epochs"), ("batch", "batch"), ("top1", "top-1"))
-SUBNET_COLUMNS = (("id", "id"), ("top1", "top-1"), ("depth", "depth"), ("width", "width"),
-                  ("expansion", "expansion"))
+SUBNET_COLUMNS = (("pick", "✓"), ("id", "id"), ("top1", "top-1"), ("depth", "depth"),
+                  ("width", "width"), ("expansion", "expansion"))
 FILTER_FIELDS = {"model": ("id", "family", "recipe"), "subnet": ("id", "note")}
 PICK_MARK = "✓"
 
@@ -147,7 +147,8 @@ class CatalogScreen(Screen):
         picked = set(self.app.picked)
         self._fill_table("#models", MODEL_COLUMNS, self.models, "model",
                          lambda r: model_cells(r, r["id"] in picked))
-        self._fill_table("#subnets", SUBNET_COLUMNS, self.subnets, "subnet", subnet_cells)
+        self._fill_table("#subnets", SUBNET_COLUMNS, self.subnets, "subnet",
+                         lambda r: subnet_cells(r, r["id"] in picked))
         self._show_current()
 
     def _fill_table(self, selector: str, columns, every: list[dict], kind: str, cells) -> None:
@@ -199,7 +200,7 @@ class CatalogScreen(Screen):
         if key not in self.counts and key != self.counting:
             self.counting = key
             self._count(key, architecture_of(kind, row))
-        picked = kind == "model" and row["id"] in self.app.picked
+        picked = row["id"] in self.app.picked
         detail.update(detail_text(kind, row, self.scale, self.counts.get(key), picked))
 
     @work(thread=True, exclusive=True, group="count")
@@ -255,11 +256,7 @@ class CatalogScreen(Screen):
         found = self.current()
         if found is None:
             return
-        kind, row = found
-        if kind != "model":
-            self.notify("a spec's members are Table i models; Table ii subnetworks "
-                        "cannot be picked", severity="warning")
-            return
+        _, row = found  # a model, or a sub-network cut from the shared super-network
         if row["id"] in self.app.picked:
             self.app.picked.remove(row["id"])
         else:
@@ -268,11 +265,12 @@ class CatalogScreen(Screen):
         self._show_current()
 
     def _mark_picks(self) -> None:
-        table = self.query_one("#models", DataTable)
-        for row in self.models:
-            if row["id"] in table.rows:
-                mark = PICK_MARK if row["id"] in self.app.picked else ""
-                table.update_cell(row["id"], "pick", mark)
+        for name, rows in (("#models", self.models), ("#subnets", self.subnets)):
+            table = self.query_one(name, DataTable)
+            for row in rows:
+                if row["id"] in table.rows:
+                    mark = PICK_MARK if row["id"] in self.app.picked else ""
+                    table.update_cell(row["id"], "pick", mark)
         self._title()
 
     def action_scale(self) -> None:
@@ -335,14 +333,17 @@ def model_cells(row: dict, picked: bool) -> tuple:
             epochs_text(row["epochs"]), cell(row["batch_size"]), cell(row["reported_top1"]))
 
 
-def subnet_cells(row: dict) -> tuple:
-    return (row["id"], cell(row["reported_top1"]), cell(row["depth"]), cell(row["width"]),
-            cell(row["expansion"]))
+def subnet_cells(row: dict, picked: bool) -> tuple:
+    return (PICK_MARK if picked else "", row["id"], cell(row["reported_top1"]),
+            cell(row["depth"]), cell(row["width"]), cell(row["expansion"]))
 
 
 def architecture_of(kind: str, row: dict) -> dict:
     """What `build_model` takes for a row (a subnetwork: its family with its config)."""
-    return row["arch"] if kind == "model" else {"family": "resnet50_subnet", "subnet": row["id"]}
+    if kind == "model":
+        return row["arch"]
+    config = {k: row[k] for k in ("depth", "expansion", "width")}
+    return {"family": "resnet50_subnet", "subnet": row["id"], "config": config}
 
 
 def detail_text(kind: str, row: dict, scale: str, count: int | str | None,

@@ -4,7 +4,8 @@ and signed deltas; the teams table (sort, filter, only the columns that differ);
 Figure B heatmap, whose cells open the teams behind each correlation; pairwise
 member × member heatmaps per metric and set, whose cells open the pair's right/wrong
 table from the cached outputs (both in `drilldown.py`); the λ sweep of jointly trained
-teams beside independently trained ones; CSV export of the table in view.
+teams beside independently trained ones; the sub-network search's front, whose points
+save as catalog sub-networks (`front.py`); CSV export of the table in view.
 The sort, filter, baseline, columns, tab and heatmap choice persist between sessions.
 
 The catalog is read in a thread worker once a second while jobs are unfinished (every
@@ -35,17 +36,20 @@ from textual.worker import Worker, WorkerState
 from ensui.render import SHARED_KINDS
 from ensui.screens.data import catalog_of
 from ensui.screens.drilldown import CorrelationScreen, PairScreen, correlation_points
+from ensui.screens.front import FrontPane
 from ensui.screens.heatmap import Heatmap
 from ensui.screens.jobs import fill_table
 from ensui.screens.views import load_view, remember, typed
 from ensui.screens.widgets import VimTable
 
 IDLE_REREAD_S = 5.0
-TABS = ("accuracy-tab", "teams-tab", "figure-b-tab", "pairwise-tab", "sweep-tab")
+TABS = ("accuracy-tab", "teams-tab", "figure-b-tab", "pairwise-tab", "sweep-tab",
+        "front-tab")
 SWEEP_COLUMNS = ("ensemble", "loss", "set", "consensus", "acc %", "gain", "drop", "disagree",
                  "attrib", "activ", "gncl")
 TAB_ACTIONS = {"pin": "accuracy-tab", "sort": "teams-tab", "differing": "teams-tab",
-               "pair_metric": "pairwise-tab", "pair_set": "pairwise-tab"}
+               "pair_metric": "pairwise-tab", "pair_set": "pairwise-tab",
+               "save_point": "front-tab"}
 STATE_ORDER = ("failed", "running", "queued", "cancelled", "done")
 HIDDEN_TEAM_COLUMNS = ("experiment_id",)
 
@@ -71,6 +75,7 @@ def read_results(home, ref: str | None) -> dict:
                     figure_b=catalog.figure_b(exp["id"]),
                     pairwise=catalog.pairwise_matrices(exp["id"]),
                     sweep=catalog.sweep_results(exp["id"]),
+                    front=catalog.front(exp["id"]),
                     progress=catalog.experiment_progress(exp["id"]))
     return data
 
@@ -175,7 +180,7 @@ class ResultsRead(Message):
         self.data, self.ref = data, ref
 
 
-class Exported(Message):
+class Notice(Message):
     def __init__(self, text: str):
         super().__init__()
         self.text = text
@@ -201,6 +206,7 @@ class ResultsScreen(Screen):
         Binding("v", "differing", "Differing cols"),
         Binding("m", "pair_metric", "Metric"),
         Binding("t", "pair_set", "Set"),
+        Binding("a", "save_point", "Save as subnet"),
         Binding("e", "export", "Export CSV"),
         Binding("escape", "close_filter", "Back", show=False),
     ]
@@ -233,6 +239,8 @@ class ResultsScreen(Screen):
                 yield Heatmap(id="pairwise")
             with TabPane("λ sweep", id="sweep-tab"):
                 yield VimTable(id="sweep", cursor_type="row", zebra_stripes=True)
+            with TabPane("Front", id="front-tab"):
+                yield FrontPane(id="front-pane")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -316,6 +324,7 @@ class ResultsScreen(Screen):
         self._show_pairwise()
         fill_table(self.query_one("#sweep", DataTable), sweep_rows(
             self.data["sweep"], self.data["figure_b"]["improvement"] or "vs_mean"))
+        self.query_one(FrontPane).show(self.data["front"])
 
     def _show_title(self) -> None:
         exp, progress = self.data["experiment"], self.data["progress"]
@@ -403,7 +412,7 @@ class ResultsScreen(Screen):
     def _focus_tab(self, tab: str) -> None:
         widget = {"accuracy-tab": "#accuracy", "teams-tab": "#teams",
                   "figure-b-tab": "#figure-b", "pairwise-tab": "#pairwise",
-                  "sweep-tab": "#sweep"}[tab]
+                  "sweep-tab": "#sweep", "front-tab": "#front"}[tab]
         if tab == "teams-tab" and self.editing_filter:
             widget = "#filter"
         self.query_one(widget).focus()
@@ -417,6 +426,8 @@ class ResultsScreen(Screen):
         """Keys of one tab only show (and act) on that tab."""
         if action not in TAB_ACTIONS or not self.is_mounted:
             return True
+        if action == "save_point" and self.app.readonly:
+            return None  # shown, but disabled: a read-only session writes nothing
         return self.query_one("#tabs", TabbedContent).active == TAB_ACTIONS[action]
 
     def action_pin(self) -> None:
@@ -516,12 +527,31 @@ class ResultsScreen(Screen):
         self.app.push_screen(CorrelationScreen(metric, set_name, improvement, points,
                                                fig.get("stats", {}).get(f"{metric}|{set_name}")))
 
+    def action_save_point(self) -> None:
+        index = self.query_one(FrontPane).selected()
+        if index is None or "experiment" not in self.data:
+            return
+        exp = self.data["experiment"]
+        self._save_point(exp, index, f"{exp['name']}-{exp['id'][:4]}-{index}")
+
+    @work(thread=True, group="save", exit_on_error=False)
+    def _save_point(self, exp: dict, index: int, name: str) -> None:
+        from ensui.errors import EnsuiError
+
+        try:
+            with catalog_of(self.app.home) as catalog:
+                catalog.save_front_point(catalog.find_experiment(exp["id"]), index, name)
+            self.post_message(Notice(f"saved front point #{index} as sub-network {name}"))
+        except EnsuiError as exc:
+            self.post_message(Notice(f"not saved: {exc}"))
+
     # -- export -------------------------------------------------------------------
 
     def _table_in_view(self) -> tuple[str, list[dict]]:
         focused = self.focused.id if self.focused else None
         tab = self.query_one("#tabs", TabbedContent).active
-        name = focused if focused in ("accuracy", "teams", "figure-b", "pairwise", "sweep") else \
+        name = focused if focused in ("accuracy", "teams", "figure-b", "pairwise", "sweep",
+                                      "front") else \
             tab.removesuffix("-tab")
         return name, getattr(self, f"_rows_{name.replace('-', '_')}")()
 
@@ -547,6 +577,10 @@ class ResultsScreen(Screen):
         return [{"member": m, **dict(zip(pair["members"], line))}
                 for m, line in zip(pair["members"], pair["matrix"])]
 
+    def _rows_front(self) -> list[dict]:
+        return [{k: v for k, v in p.items() if k != "job_key"}
+                for p in self.data.get("front", [])]
+
     def _rows_sweep(self) -> list[dict]:
         return [{k: v for k, v in r.items() if k not in HIDDEN_TEAM_COLUMNS}
                 for r in self.data.get("sweep", [])]
@@ -566,7 +600,7 @@ class ResultsScreen(Screen):
 
     @work(thread=True, group="export", exit_on_error=False)
     def _export(self, rows: list[dict], folder: Path, name: str) -> None:
-        self.post_message(Exported(f"wrote {write_csv(rows, folder, name)}"))
+        self.post_message(Notice(f"wrote {write_csv(rows, folder, name)}"))
 
-    def on_exported(self, message: Exported) -> None:
+    def on_notice(self, message: Notice) -> None:
         self.notify(message.text, timeout=8)

@@ -12,13 +12,18 @@ from torch import nn
 from ensui.engine import artifacts
 from ensui.engine.models.normalize import Normalized
 from ensui.engine.models.resnet import subnet_config
-from ensui.engine.nas.elastic_resnet import build_supernet, extract, pre_logits, recalibrate_bn
+from ensui.engine.nas.elastic_resnet import (
+    build_supernet,
+    extract,
+    pre_logits,
+    recalibrate_bn,
+)
 from ensui.engine.nas.search import SearchSpace, front_rows, run_search, supernet_cost
 from ensui.engine.plan_supernet import stage_listing
 from ensui.engine.train import supernet as shrinking
 from ensui.engine.train.supervised import EpochMetrics
 
-__all__ = ["FRONT", "WEIGHTS", "cut", "load_supernet", "member_spec_weights", "search",
+__all__ = ["FRONT", "WEIGHTS", "cut", "load_supernet", "search",
            "stage_listing", "stage_metrics", "supernet_model", "train_stage"]
 
 WEIGHTS = shrinking.WEIGHTS
@@ -40,10 +45,6 @@ def load_supernet(net: nn.Module, path: Path) -> None:
         raise RuntimeError(f"{path}: the trained super-network is missing or damaged; retry "
                            "its last stage job")
     net.load_state_dict(state)
-
-
-def member_spec_weights(spec) -> Path:
-    return spec.training.supernet.init_weights
 
 
 def stage_metrics(e: shrinking.SupernetEpoch) -> EpochMetrics:

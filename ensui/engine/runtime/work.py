@@ -127,8 +127,8 @@ class JobWork:
     def _supernet(self, key: str, p: dict, member: str, model_id: str) -> str:
         """One progressive-shrinking stage, from the previous stage's weights."""
         net = nas_jobs.supernet_model(p)
-        if p["init_key"] is None and p["init_weights"]:
-            load_weights(net, nas_jobs.member_spec_weights(self.spec))
+        if p["init_key"] is None and p["init_weights"]:  # e.g. an ImageNet ResNet50
+            load_weights(net, self.spec.training.supernet.init_weights)
         init = self.home.runs / p["init_key"] / nas_jobs.WEIGHTS if p["init_key"] else None
         params = {"seed": p["seed"], "batch_size": p["batch_size"], "bn_samples": p["bn_samples"],
                   "image_size": p["image_size"], "optimizer": p["optimizer"]}

@@ -284,38 +284,21 @@ ENTROPY_MARGIN = 0.1
 PROBE_MARGIN = 0.1
 
 
-MINI = """\
-name: dino-mini
-training: {epochs: 1, batch_size: 64, crop_scale: [0.5, 1.0], hflip: 0.0,
-           dino: {backbone_epochs: 1, probe_epochs: 1}}
-validation: {sets: [clean], limit: 120}
-analysis:
-  attribution: {samples: 24, n_steps: 8}
-  activation: {samples: 100, batch_size: 32}
-members: [SqueezeNet, dino_resnet1, dino_resnet2]
-"""
-
-
-def test_dino_members_run_as_jobs_and_join_every_diversity_metric(tmp_path):
-    """Through `ensui headless` and a worker: one backbone job for both ResNet rows, a
+def test_dino_members_run_as_jobs_and_join_every_diversity_metric(mixed_run):
+    """Through `ensui headless` (conftest.MIXED): one backbone job for both ResNet rows, a
     probe per member, and the DINO members in the teams and every diversity matrix."""
     import json
     import sqlite3
-    import subprocess
-    import sys
 
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(MINI)
-    home = tmp_path / "home"
-    proc = subprocess.run([sys.executable, "-m", "ensui", "--home", str(home), "headless",
-                           "--spec", str(spec), "--json"], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    proc, home = mixed_run
     assert "dino_resnet1 backbone 1/1" in proc.stderr and "teacher_entropy" in proc.stderr
     conn = sqlite3.connect(home / "catalog.db")
     kinds = dict(conn.execute("SELECT kind, count(*) FROM jobs WHERE status = 'done' "
                               "GROUP BY kind").fetchall())
-    assert kinds["pretrain"] == 1 and kinds["train"] == 3
+    assert kinds["pretrain"] == 1
+    probes = conn.execute("SELECT count(*) FROM jobs WHERE status = 'done' AND kind = 'train' "
+                          "AND json_extract(params, '$.recipe') = 'dino'").fetchone()[0]
+    assert probes == 2
     extra = conn.execute("SELECT e.extra FROM epochs e JOIN jobs j ON j.key = e.job_key "
                          "WHERE j.kind = 'pretrain'").fetchone()[0]
     assert {"teacher_entropy", "kl_to_uniform"} <= set(json.loads(extra))

@@ -259,3 +259,36 @@ def test_short_progressive_shrinking_and_search_run_through_nncf(digits, tmp_pat
         assert row["config"] == to_subnet_config(row["nncf_config"], supernet)
         assert 0 <= row["accuracy"] <= 100
         assert row["macs"] > 0 and row["params"] > 0
+
+
+NNCF_SPEC = """\
+name: nncf-mini
+dataset: {val_fraction: 0.8}
+training:
+  batch_size: 32
+  epochs: 1
+  supernet: {backend: nncf, total_epochs: 4, lr: 0.05, bn_samples: 32, num_evals: 4,
+             population: 4}
+validation: {sets: [clean], limit: 60}
+analysis: {enabled: false}
+members: [SqueezeNet]
+"""
+
+
+@needs_nncf
+def test_backend_nncf_runs_as_a_job_and_records_the_mapped_front(tmp_path):
+    """`ensui headless` with backend nncf: one job runs Listing 1's four stages (shrunk to
+    an epoch each) and the search through NNCF; the front lands in the catalog in Table
+    ii's format, ready for `ensui catalog save-subnet`."""
+    from conftest import headless_json
+
+    proc, home = headless_json(tmp_path, NNCF_SPEC)
+    assert "supernet stage 1/1 epoch 4/4" in proc.stderr and "min_subnet_acc" in proc.stderr
+    front = json.loads(proc.stdout)["front"]
+    assert front and all(a["macs"] < b["macs"] and a["accuracy"] < b["accuracy"]
+                         for a, b in zip(front, front[1:]))
+    for point in front:
+        check_config(SubnetConfig(point["subnet"]["stem_width"],
+                                  tuple(point["subnet"]["depths"]),
+                                  tuple(point["subnet"]["expansions"]),
+                                  tuple(point["subnet"]["widths"])))

@@ -54,9 +54,9 @@ CASES = {
     "supernet_listing_bad_entry": (
         "name: x\ntraining:\n  supernet: {listing: listing.json}\nmembers: [B_0]\n",
         ["listing.json", "list_stage_descriptions[0].epochs", "positive integer"]),
-    "supernet_nncf_backend_as_jobs": ("name: x\ntraining:\n  supernet:\n    backend: nncf\n"
-                                     "members: [B_0]\n", ["spec.yaml:4",
-                                     "training.supernet.backend", "not run as jobs yet"]),
+    "nncf_backend_with_subnet_member": ("name: x\ntraining:\n  supernet:\n    backend: nncf\n"
+                                        "members: [SqueezeNet, B_0]\n", ["spec.yaml:5",
+                                        "members.1.model", "cut from ensui's super-network"]),
     "supernet_unknown_backend": ("name: x\ntraining:\n  supernet: {backend: ofa}\n" + GOOD_MEMBERS,
                                  ["spec.yaml:3", "training.supernet.backend", "'ensui'"]),
     "train_false_without_weights": ("name: x\nmembers:\n  - model: MNASNET_1\n    train: false\n",

@@ -43,6 +43,8 @@ def make_plan(spec: Spec, catalog: Catalog, spec_path: Path | None = None,
             jobs += [pretrain] if pretrain.key not in {j.key for j in jobs} else []
             train = dino_probe_job(spec, member, row, classes, pretrain)
         elif row["recipe"] == "supernet" and member.train:
+            if spec.training.supernet.backend == "nncf":
+                raise _member_error(spec_path, index, "model", NNCF_MEMBERS)
             if not supernet:
                 supernet = supernet_jobs(spec, classes, spec_path)
                 jobs += supernet
@@ -56,12 +58,19 @@ def make_plan(spec: Spec, catalog: Catalog, spec_path: Path | None = None,
         jobs.append(job)
         if job.kind == "train":
             jobs += [_eval_job(spec, job, name) for name in spec.validation.sets]
+    if spec.training.supernet.backend == "nncf":  # its search, whatever the members
+        jobs += supernet_jobs(spec, classes, spec_path)
     jobs += _analysis_jobs(spec, [j for j in jobs if j.kind == "evaluate"])
     if spec.analysis.enabled:
         jobs.append(_study_job(spec, jobs))
     exp_id = content_key({"name": spec.name, "jobs": [j.key for j in jobs],
                           "members": spec.all_labels()})
     return Plan(exp_id, jobs)
+
+
+NNCF_MEMBERS = ("sub-network members are cut from ensui's super-network (NNCF exports "
+                "sub-networks only as ONNX): search with backend 'nncf', keep front points "
+                "with `ensui catalog save-subnet`, and train members with backend 'ensui'")
 
 
 def count_classes(spec: Spec) -> int:

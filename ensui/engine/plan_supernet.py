@@ -72,10 +72,6 @@ def stage_listing(params: dict) -> Listing:
 def supernet_jobs(spec: Spec, classes: int, spec_path: Path | None = None) -> list[Job]:
     """The stage jobs, in order, then the search job when the spec asks for it."""
     cfg, nas, tr = resolved(spec), spec.training.supernet, spec.training
-    if nas.backend == "nncf":
-        raise located_error(spec_path, ("training", "supernet", "backend"),
-                            "'nncf' is not run as jobs yet (nas/nncf_backend.py drives NNCF "
-                            "from Python); use 'ensui'")
     base = {
         "recipe": "supernet", "backend": nas.backend, "scale": spec.scale,
         "num_classes": classes, "image_size": spec.dataset.size,
@@ -91,6 +87,8 @@ def supernet_jobs(spec: Spec, classes: int, spec_path: Path | None = None) -> li
     listing = stage_listing(base)
     base["bn_samples"] = cfg["bn_samples"] or listing.training.num_bn_adaptation_samples
     base["min_width"] = listing.training.width.min_width
+    if nas.backend == "nncf":
+        return [_nncf_job(base, cfg, listing, nas.search)]
     jobs, previous = [], None
     stages = listing.training.stages
     for index, stage in enumerate(stages):
@@ -103,6 +101,16 @@ def supernet_jobs(spec: Spec, classes: int, spec_path: Path | None = None) -> li
     if nas.search:
         jobs.append(_search_job(base, cfg, previous))
     return jobs
+
+
+def _nncf_job(base: dict, cfg: dict, listing: Listing, search: bool) -> Job:
+    """NNCF's BootstrapNAS: every stage (NNCF has no warm-up stage) and the search, one
+    job (NNCF keeps the super-network's elastic state in memory only)."""
+    epochs = sum(s.epochs for s in listing.training.stages) - base["warmup_epochs"]
+    params = {**base, "stage": 0, "stages": 1, "epochs": epochs, "init_key": None,
+              "search": search, "num_evals": cfg["num_evals"], "population": cfg["population"]}
+    return Job(content_key({"kind": "supernet", **params}), "supernet", SUPERNET_MEMBER, "",
+               params)
 
 
 def _search_job(base: dict, cfg: dict, supernet_key: str) -> Job:

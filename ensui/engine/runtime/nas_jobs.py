@@ -3,6 +3,7 @@ turn a stage's epochs into live metrics, search, and cut a member out."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -81,3 +82,70 @@ def cut(net: Normalized, arch: dict, data, p: dict, device: torch.device) -> Nor
     sub = Normalized(extract(net.net, subnet_config(arch)), pre_logits).to(device)
     recalibrate_bn(sub, _bn_images(data, p, device))
     return sub.eval()
+
+
+# -- the NNCF backend: every stage and the search in one job ---------------------------------
+
+def nncf_job(p: dict, images, val, run_dir: Path, device: torch.device,
+             on_epoch) -> tuple[Path, list[dict]]:
+    """Progressive shrinking and (when asked) the search through NNCF's BootstrapNAS, in
+    one job: NNCF keeps its super-network's elastic state in memory only, so the stages
+    and the search cannot be separate jobs. Returns the weights file and the front, in
+    the front rows' format (configurations mapped by `nncf_backend.to_subnet_config`).
+    A stopped job starts over."""
+    from ensui.engine.models.registry import Scale
+    from ensui.engine.models.resnet import resnet50_net
+    from ensui.engine.nas import nncf_backend
+    from ensui.engine.nas.search import SearchPoint, SearchResult, pareto_front
+
+    train_loader = _loader(images, p["batch_size"], p["seed"])
+    val_loader = _loader(val, p["batch_size"], None)
+    settings = {"seed": p["seed"], "total_epochs": p["total_epochs"],
+                "weight_decay": p["optimizer"]["weight_decay"]}
+    if p["lr"]:
+        settings["lr"] = p["lr"]
+    listing, done = _nncf_listing(p), []
+
+    def record(e) -> None:  # epochs count on across stages: one job holds them all
+        done.append(e)
+        on_epoch(EpochMetrics(len(done), e.loss, None, e.supernet_acc / 100, e.lr, e.seconds,
+                              {"min_subnet_acc": e.min_subnet_acc / 100,
+                               "stage": e.stage_index + 1}))
+
+    supernet = nncf_backend.train_supernet(
+        resnet50_net(Scale(p["scale"]), p["num_classes"]), listing, train_loader, val_loader,
+        settings, run_dir / "nncf", device, record)
+    weights = run_dir / WEIGHTS
+    artifacts.save_state(supernet.model.state_dict(), weights)
+    if not p["search"]:
+        return weights, []
+    rows = nncf_backend.search(supernet, val_loader, listing, num_evals=p["num_evals"],
+                               population=p["population"], seed=p["seed"],
+                               log_dir=run_dir / "nncf-search", device=device)
+    points = [SearchPoint(r["config"], r["accuracy"] / 100, r["macs"], r["params"])
+              for r in rows]
+    return weights, front_rows(SearchResult(tuple(points), pareto_front(points), len(rows)))
+
+
+def _nncf_listing(p: dict) -> dict:
+    """The job's Listing 1 JSON with its BN sample count."""
+    listing = json.loads(json.dumps(p["listing"]))
+    training = listing["bootstrapNAS"]["training"]
+    training.setdefault("batchnorm_adaptation", {})["num_bn_adaptation_samples"] = p["bn_samples"]
+    return listing
+
+
+def _loader(images, batch_size: int, seed: int | None):
+    """Normalised float batches of in-memory images (NNCF's trainer takes a DataLoader);
+    shuffled by `seed` when given."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from ensui.engine.models.normalize import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x = (images.images.float() / 255 - mean) / std
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return DataLoader(TensorDataset(x, images.labels), batch_size=batch_size,
+                      shuffle=seed is not None, generator=generator)
+

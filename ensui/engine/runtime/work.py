@@ -125,7 +125,10 @@ class JobWork:
         return str(self.home.runs / key)
 
     def _supernet(self, key: str, p: dict, member: str, model_id: str) -> str:
-        """One progressive-shrinking stage, from the previous stage's weights."""
+        """One progressive-shrinking stage, from the previous stage's weights (with NNCF:
+        every stage and the search)."""
+        if p["backend"] == "nncf":
+            return str(self._nncf_supernet(key, p))
         net = nas_jobs.supernet_model(p)
         if p["init_key"] is None and p["init_weights"]:  # e.g. an ImageNet ResNet50
             load_weights(net, self.spec.training.supernet.init_weights)
@@ -140,6 +143,19 @@ class JobWork:
             p["stage"], nas_jobs.stage_listing(p), params, self.home.runs / key, self.device,
             lambda e: on_epoch(nas_jobs.stage_metrics(e)), self.should_stop, init)
         return str(weights)
+
+    def _nncf_supernet(self, key: str, p: dict) -> Path:
+        images = self.workspace.knn_data()
+        if images is None:
+            raise RuntimeError("backend 'nncf' needs the training images in memory (the "
+                               "embedded dataset)")
+        weights, front = nas_jobs.nncf_job(p, images[0], images[1], self.home.runs / key,
+                                           self.device, self._on_epoch(key, p))
+        if p["search"]:
+            artifacts.write_checked(self.home.runs / key / nas_jobs.FRONT,
+                                    json.dumps(front).encode())
+            self.record.front(key, front)
+        return weights
 
     def _search(self, key: str, p: dict, member: str, model_id: str) -> str:
         """NSGA-II over the last stage's space; the front goes to the catalog and a file."""

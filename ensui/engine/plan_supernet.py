@@ -70,7 +70,8 @@ def stage_listing(params: dict) -> Listing:
 
 
 def supernet_jobs(spec: Spec, classes: int, spec_path: Path | None = None) -> list[Job]:
-    """The stage jobs, in order, then the search job when the spec asks for it."""
+    """The stage jobs, in order, then the search job when the spec asks for it; with
+    backend nncf, the one job that does both."""
     cfg, nas, tr = resolved(spec), spec.training.supernet, spec.training
     base = {
         "recipe": "supernet", "backend": nas.backend, "scale": spec.scale,
@@ -107,7 +108,8 @@ def _nncf_job(base: dict, cfg: dict, listing: Listing, search: bool) -> Job:
     """NNCF's BootstrapNAS: every stage (NNCF has no warm-up stage) and the search, one
     job (NNCF keeps the super-network's elastic state in memory only)."""
     epochs = sum(s.epochs for s in listing.training.stages) - base["warmup_epochs"]
-    params = {**base, "stage": 0, "stages": 1, "epochs": epochs, "init_key": None,
+    params = {**base, "warmup_epochs": 0, "stage": 0, "stages": 1, "epochs": epochs,
+              "init_key": None,
               "search": search, "num_evals": cfg["num_evals"], "population": cfg["population"]}
     return Job(content_key({"kind": "supernet", **params}), "supernet", SUPERNET_MEMBER, "",
                params)

@@ -86,13 +86,15 @@ def cut(net: Normalized, arch: dict, data, p: dict, device: torch.device) -> Nor
 
 # -- the NNCF backend: every stage and the search in one job ---------------------------------
 
-def nncf_job(p: dict, images, val, run_dir: Path, device: torch.device,
-             on_epoch) -> tuple[Path, list[dict]]:
+def nncf_job(p: dict, images, val, run_dir: Path, device: torch.device, on_epoch,
+             init_weights: Path | None = None) -> tuple[Path, list[dict]]:
     """Progressive shrinking and (when asked) the search through NNCF's BootstrapNAS, in
     one job: NNCF keeps its super-network's elastic state in memory only, so the stages
     and the search cannot be separate jobs. Returns the weights file and the front, in
     the front rows' format (configurations mapped by `nncf_backend.to_subnet_config`).
     A stopped job starts over."""
+    from ensui.engine.models.factory import load_weights
+    from ensui.engine.models.pre_logits import torchvision_resnet_pre_logits
     from ensui.engine.models.registry import Scale
     from ensui.engine.models.resnet import resnet50_net
     from ensui.engine.nas import nncf_backend
@@ -112,9 +114,12 @@ def nncf_job(p: dict, images, val, run_dir: Path, device: torch.device,
                               {"min_subnet_acc": e.min_subnet_acc / 100,
                                "stage": e.stage_index + 1}))
 
-    supernet = nncf_backend.train_supernet(
-        resnet50_net(Scale(p["scale"]), p["num_classes"]), listing, train_loader, val_loader,
-        settings, run_dir / "nncf", device, record)
+    net = Normalized(resnet50_net(Scale(p["scale"]), p["num_classes"]),
+                     torchvision_resnet_pre_logits)
+    if init_weights is not None:  # e.g. an ImageNet ResNet50, as Listing 1 fine-tunes
+        load_weights(net, init_weights)
+    supernet = nncf_backend.train_supernet(net.net, listing, train_loader, val_loader,
+                                           settings, run_dir / "nncf", device, record)
     weights = run_dir / WEIGHTS
     artifacts.save_state(supernet.model.state_dict(), weights)
     if not p["search"]:

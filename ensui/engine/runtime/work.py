@@ -149,8 +149,9 @@ class JobWork:
         if images is None:
             raise RuntimeError("backend 'nncf' needs the training images in memory (the "
                                "embedded dataset)")
+        init = self.spec.training.supernet.init_weights if p["init_weights"] else None
         weights, front = nas_jobs.nncf_job(p, images[0], images[1], self.home.runs / key,
-                                           self.device, self._on_epoch(key, p))
+                                           self.device, self._on_epoch(key, p), init)
         if p["search"]:
             artifacts.write_checked(self.home.runs / key / nas_jobs.FRONT,
                                     json.dumps(front).encode())

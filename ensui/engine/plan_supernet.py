@@ -27,7 +27,7 @@ from ensui.engine.spec import Spec, located_error
 
 PAPER = {"total_epochs": None, "warmup_epochs": 0, "lr": None, "bn_samples": None,
          "num_evals": None, "population": None}
-TINY = {"total_epochs": 7, "warmup_epochs": 4, "lr": 0.05, "bn_samples": 256,
+TINY = {"total_epochs": 7, "warmup_epochs": 4, "lr": 0.01, "bn_samples": 256,
         "num_evals": 60, "population": 12}
 OPTIMIZER = {"name": "sgd", "momentum": 0.9, "weight_decay": 5e-5}  # not in Listing 1
 SUPERNET_MEMBER = "supernet"  # the member label of the shared jobs

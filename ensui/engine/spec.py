@@ -128,7 +128,7 @@ class SupernetSpec(_Strict):
     init_weights: Path | None = Field(None, description="ResNet50 state_dict to start from")
     lr: float | None = Field(
         None, gt=0, description="every stage's learning rate; default Listing 1's init_lr "
-                                "(2.5e-6 fine-tunes pretrained weights) at paper scale, 0.05 tiny")
+                                "(2.5e-6 fine-tunes pretrained weights) at paper scale, 0.01 tiny")
     batch_size: PositiveInt | None = Field(None, description="default training.batch_size, "
                                            "else 64")
     bn_samples: PositiveInt | None = Field(

@@ -102,7 +102,18 @@ def test_hjkl_move_and_the_pane_follows_the_focused_table():
             await pilot.press("tab")
             await settle(pilot)
             assert detail(screen).startswith("B_0")
-            assert "Table ii" in detail(screen) and "full ResNet50" in detail(screen)
+            assert "Table ii" in detail(screen)
+            from ensui.engine.models.factory import build_model, count_parameters
+            from ensui.screens.widgets import count_text
+
+            own = count_parameters(build_model({"family": "resnet50_subnet", "subnet": "B_0"},
+                                               "tiny", 10, 32))
+            for _ in range(100):  # the count starts once the cursor rests, in a worker
+                if count_text(own) in detail(screen):
+                    break
+                await settle(pilot)
+                await pilot.pause(0.1)
+            assert count_text(own) in detail(screen), detail(screen)
 
     run(body)
 

@@ -387,9 +387,7 @@ def params_text(kind: str, row: dict, scale: str, count: int | str | None) -> st
         return f"counting… {where}"
     if isinstance(count, str):
         return f"{count} {where}"
-    note = ("; the full ResNet50 (subnetwork extraction is not built yet)"
-            if architecture_of(kind, row)["family"] == "resnet50_subnet" else "")
-    return f"{count_text(count)} {where}{note}"
+    return f"{count_text(count)} {where}"
 
 
 # -- duplicating a model ---------------------------------------------------------------

@@ -136,8 +136,10 @@ def spec_check(ctx: typer.Context, file: Path, home: HomeOption = None):
 
     spec = load_spec(file)
     plan = _plan(spec, file, _home(ctx, home))
-    err.print(f"{file}: ok — {len(spec.members)} members, {len(spec.validation.sets)} "
-              f"validation sets, {len(plan.jobs)} jobs")
+    joint = len(spec.all_labels()) - len(spec.members)
+    err.print(f"{file}: ok — {len(spec.members)} members"
+              + (f" and {joint} jointly trained" if joint else "")
+              + f", {len(spec.validation.sets)} validation sets, {len(plan.jobs)} jobs")
 
 
 @spec_app.command("schema")

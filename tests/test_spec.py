@@ -32,6 +32,8 @@ def test_schema_and_check_commands(cli):
     assert code == 0 and "members" in schema["properties"] and "TrainingSpec" in schema["$defs"]
     code, _, err = cli("spec", "check", QUICKSTART)
     assert code == 0 and "ok" in err and "97 jobs" in err  # 6 trainings, 30 evaluations, 30 + 30 analysis, the study
+    code, _, err = cli("spec", "check", QUICKSTART.parent / "ncl.yaml")
+    assert code == 0 and "3 members and 14 jointly trained" in " ".join(err.split())
 
 
 def test_engine_never_imports_textual():

@@ -181,6 +181,11 @@ def sweep_table(rows: list[dict], improvement: str) -> Table:
     return table
 
 
+def table_ii_text(config: dict | None) -> str | None:
+    """`depth / width / expansion` of a Table ii entry; None for a point it cannot write."""
+    return f"{config['depth']} / {config['width']} / {config['expansion']}" if config else None
+
+
 def front_table(rows: list[dict]) -> Table:
     """The search's Pareto front (catalog.front rows), smallest first."""
     table = Table(title="Sub-network search: Pareto front (accuracy vs MACs)")
@@ -188,10 +193,9 @@ def front_table(rows: list[dict]) -> Table:
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("Table ii (depth / width / expansion)")
     for r in rows:
-        t = r["table_ii"]
-        config = (f"{t['depth']} / {t['width']} / {t['expansion']}" if t else
-                  "— (depth below Table ii's base; native: "
-                  f"{r['subnet']['depths']} / {r['subnet']['widths']})")
+        config = table_ii_text(r["table_ii"]) or (
+            "— (depth below Table ii's base; native: "
+            f"{r['subnet']['depths']} / {r['subnet']['widths']})")
         table.add_row(str(r["idx"]), f"{100 * r['accuracy']:.1f}", f"{r['macs'] / 1e6:.1f}",
                       f"{r['params'] / 1e6:.2f}", config)
     table.caption = "save a point as a catalog sub-network: ensui catalog save-subnet EXP INDEX NAME"

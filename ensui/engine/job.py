@@ -12,6 +12,16 @@ def content_key(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def file_identity(path) -> str | None:
+    """`name:sha256` of a file a job starts from, so its key changes with the file's
+    content; None for no file."""
+    if path is None:
+        return None
+    from ensui.engine.artifacts import sha256_of  # torch-free callers stay torch-free
+
+    return f"{path.name}:{sha256_of(path)}"
+
+
 @dataclass(frozen=True)
 class Job:
     key: str

@@ -11,7 +11,7 @@ from pathlib import Path
 from ensui.catalog import Catalog
 from ensui.engine.data.augment import augment_params
 from ensui.engine.data.validation import parts_of, resolve_constants
-from ensui.engine.job import Job, content_key
+from ensui.engine.job import Job, content_key, file_identity
 from ensui.engine.plan_dino import dino_pretrain_job, dino_probe_job
 from ensui.engine.plan_joint import joint_jobs
 from ensui.engine.plan_supernet import subnet_job, supernet_jobs
@@ -114,17 +114,9 @@ def _train_job(spec: Spec, member: MemberSpec, row: dict, classes: int, index, s
         "epochs": epochs if member.train else 0, "batch_size": batch,
         "seed": member.seed if member.seed is not None else tr.seed,
         "augment": augment_params(tr.crop_scale, tr.hflip),
-        "init_weights": _weights_identity(member.weights),
+        "init_weights": file_identity(member.weights),
     }
     return Job(content_key({"kind": "train", **params}), "train", member.label, row["id"], params)
-
-
-def _weights_identity(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    from ensui.engine.artifacts import sha256_of
-
-    return f"{path.name}:{sha256_of(path)}"
 
 
 def _eval_job(spec: Spec, train: Job, name: str) -> Job:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ensui import paper
 from ensui.engine.data.augment import augment_params
-from ensui.engine.job import Job, content_key
+from ensui.engine.job import Job, content_key, file_identity
 from ensui.engine.nas.listing import Listing, ListingError, Stage, load_listing, scaled
 from ensui.engine.spec import Spec, located_error
 
@@ -83,7 +83,7 @@ def supernet_jobs(spec: Spec, classes: int, spec_path: Path | None = None) -> li
         "seed": nas.seed if nas.seed is not None else tr.seed,
         "batch_size": nas.batch_size or tr.batch_size or 64,
         "augment": augment_params(tr.crop_scale, tr.hflip),
-        "init_weights": _identity(nas.init_weights),
+        "init_weights": file_identity(nas.init_weights),
     }
     listing = stage_listing(base)
     base["bn_samples"] = cfg["bn_samples"] or listing.training.num_bn_adaptation_samples
@@ -136,11 +136,3 @@ def subnet_job(spec: Spec, label: str, row: dict, classes: int, supernet: Job) -
               "min_width": p["min_width"], "epochs": 0}
     return Job(content_key({"kind": "train", **params}), "train", label, row["id"], params,
                depends=supernet.key)
-
-
-def _identity(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    from ensui.engine.artifacts import sha256_of
-
-    return f"{path.name}:{sha256_of(path)}"

@@ -9,6 +9,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable
 from textual_plotext import PlotextPlot
 
+from ensui.render import table_ii_text
 from ensui.screens.jobs import fill_table
 from ensui.screens.widgets import VimTable
 
@@ -19,8 +20,7 @@ def front_rows(points: list[dict]) -> list[tuple[str, tuple]]:
     """(key, cells) per front point; a point Table ii cannot write says so."""
     rows = []
     for p in points:
-        t = p["table_ii"]
-        config = f"{t['depth']} / {t['width']} / {t['expansion']}" if t else "— (not Table ii)"
+        config = table_ii_text(p["table_ii"]) or "— (not Table ii)"
         rows.append((str(p["idx"]), (str(p["idx"]), f"{100 * p['accuracy']:.1f}",
                                      f"{p['macs'] / 1e6:.1f}", f"{p['params'] / 1e6:.2f}",
                                      config)))

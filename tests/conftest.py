@@ -60,7 +60,7 @@ training:
   batch_size: 64
   crop_scale: [0.5, 1.0]
   hflip: 0.0
-  dino: {backbone_epochs: 1, probe_epochs: 1}
+  dino: {backbone_epochs: 1, probe_epochs: 1, n_local: 2}
   supernet: {warmup_epochs: 1, total_epochs: 4, bn_samples: 64, num_evals: 6, population: 3}
 validation: {sets: [clean, noise], severities: [2], limit: 120}
 analysis:

@@ -38,8 +38,9 @@ def test_pick_build_launch_watch_and_read_the_results(home):
         app, notes = make_app()
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot)
-            await pilot.press("space", "j", "j", "j", "space", "j", "space")  # three members
-            assert len(app.picked) == 3
+            # three of the cheapest members: rows 5, 6 and 3
+            await pilot.press(*"jjjjj", "space", "j", "space", *"kkk", "space")
+            assert app.picked == ["SqueezeNet_512", "SqueezeNet", "MNASNET_1"]
             started.extend(await launch_on_clean(pilot, name="flow", epochs="1", team_sizes="2"))
             assert app.current_mode == "jobs"
             jobs = app.screen

@@ -5,6 +5,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -86,7 +87,7 @@ def test_outputs_cached_with_sample_order(finished):
     assert acc == pytest.approx((logits.astype(np.float32).argmax(1) == labels).mean(), abs=1e-2)
 
 
-def test_rerun_skips_everything_and_recomputes_a_damaged_artifact(finished):
+def test_rerun_skips_everything_and_recomputes_a_damaged_artifact(finished, ensui):
     spec, home, first = finished
     conn = sqlite3.connect(home / "catalog.db")
     (folder,) = conn.execute("SELECT artifact FROM jobs WHERE kind = 'evaluate' LIMIT 1").fetchone()
@@ -99,9 +100,7 @@ def test_rerun_skips_everything_and_recomputes_a_damaged_artifact(finished):
     maps = Path(maps_folder) / "maps.npy"
     before = np.load(maps)
     maps.write_bytes(maps.read_bytes()[:-40])
-    proc = subprocess.run([sys.executable, "-m", "ensui", "--home", str(home), "headless",
-                           "--spec", str(spec), "--json"], capture_output=True, text=True,
-                          timeout=600)
+    proc = ensui(home, "headless", "--spec", spec, "--json")
     assert proc.returncode == 0, proc.stderr
     assert "epoch" not in proc.stderr  # nothing trained again
     # all but the two damaged jobs and the study they made stale
@@ -144,14 +143,14 @@ def test_failed_member_exits_1_and_others_finish(cli, tmp_path, home):
     assert "Traceback" not in err
 
 
-def test_interrupt_then_rerun_resumes(tmp_path):
+def test_interrupt_then_rerun_resumes(tmp_path, ensui):
     """SIGINT mid-training: exit 130, the job goes back to queued, a re-run finishes it."""
     import signal
     import time
 
     spec = write(tmp_path, textwrap.dedent("""\
         name: interrupt
-        training: {epochs: 12, batch_size: 64}
+        training: {epochs: 8, batch_size: 64}
         validation: {sets: [clean], limit: 50}
         members: [SqueezeNet]
         """))
@@ -176,12 +175,12 @@ def test_interrupt_then_rerun_resumes(tmp_path):
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT status FROM jobs WHERE kind = 'train'").fetchone()[0] == "queued"
     kept = conn.execute("SELECT max(epoch) FROM epochs").fetchone()[0]
-    again = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    again = ensui(home, *args[5:])  # the re-run in this process: no second torch import
     assert again.returncode == 0, again.stderr
     first_resumed = int(again.stderr.split("epoch ")[1].split("/")[0])
     # resumed after the last recorded epoch (or the one whose checkpoint beat its record)
     assert kept + 1 <= first_resumed <= kept + 2, (kept, again.stderr)
-    assert "epoch 12/12" in again.stderr
+    assert "epoch 8/8" in again.stderr
     attempts = dict(sqlite3.connect(db).execute("SELECT kind, attempts FROM jobs").fetchall())
     assert attempts["train"] == 1  # re-queued by the interrupt, resumed once: no job twice
     assert attempts["evaluate"] == 1 and "cached" not in again.stderr
@@ -230,16 +229,21 @@ def test_study_numbers_match_the_cached_outputs(finished):
     assert json.loads(diversity)["label_disagreement"] == pytest.approx(disagreement)
 
 
-def _ensui(home, *args):
-    return subprocess.run([sys.executable, "-m", "ensui", "--home", str(home), *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+@pytest.fixture
+def ensui(cli):
+    """`ensui --home HOME ARGS` in this process (a new one would import torch again); its
+    (returncode, stdout, stderr)."""
+    def run(home, *args):
+        code, out, err = cli("--home", home, *args)
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return run
 
 
-def test_export_every_table(finished, tmp_path):
+def test_export_every_table(finished, tmp_path, ensui):
     import csv
 
     _, home, _ = finished
-    proc = _ensui(home, "export", "smoke", "--out", tmp_path / "csv")
+    proc = ensui(home, "export", "smoke", "--out", tmp_path / "csv")
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (tmp_path / "csv").iterdir())
     assert names == ["correlations.csv", "corruption_errors.csv", "epochs.csv", "members.csv",
@@ -247,16 +251,16 @@ def test_export_every_table(finished, tmp_path):
     with open(tmp_path / "csv" / "members.csv") as fh:
         members = list(csv.DictReader(fh))
     assert len(members) == 9 and {m["val_set"] for m in members} == {"clean", "noise", "contrast"}
-    proc = _ensui(home, "export", "smoke", "--format", "json", "--out", tmp_path / "json")
+    proc = ensui(home, "export", "smoke", "--format", "json", "--out", tmp_path / "json")
     teams = json.loads((tmp_path / "json" / "teams.json").read_text())
     assert len(teams) == 12 and "label_disagreement" in teams[0]
     pairwise = json.loads((tmp_path / "json" / "pairwise.json").read_text())
     assert len(pairwise) == 3 * 13 * 9  # sets x metrics x (3 x 3 members)
 
 
-def test_plot_writes_png_and_pdf(finished, tmp_path):
+def test_plot_writes_png_and_pdf(finished, tmp_path, ensui):
     _, home, _ = finished
-    proc = _ensui(home, "plot", "smoke", "--out", tmp_path)
+    proc = ensui(home, "plot", "smoke", "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr
     png = (tmp_path / "figure_b.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
@@ -264,11 +268,11 @@ def test_plot_writes_png_and_pdf(finished, tmp_path):
     assert (tmp_path / "pairwise-noise-label_disagreement.png").exists()
 
 
-def test_unknown_experiment_and_format_are_clear(finished):
+def test_unknown_experiment_and_format_are_clear(finished, ensui):
     _, home, _ = finished
-    proc = _ensui(home, "plot", "smok")
+    proc = ensui(home, "plot", "smok")
     assert proc.returncode == 2 and "did you mean 'smoke'" in proc.stderr
-    proc = _ensui(home, "export", "smoke", "--format", "xlsx")
+    proc = ensui(home, "export", "smoke", "--format", "xlsx")
     assert proc.returncode == 2 and "unknown format 'xlsx'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -310,9 +314,9 @@ def test_corruption_error_against_the_reference_member(finished):
     assert reference["mce"] == pytest.approx(1.0) and reference["mce_alexnet"] is None
 
 
-def test_parquet_export(finished, tmp_path):
+def test_parquet_export(finished, tmp_path, ensui):
     _, home, _ = finished
-    proc = _ensui(home, "export", "smoke", "--format", "parquet", "--out", tmp_path)
+    proc = ensui(home, "export", "smoke", "--format", "parquet", "--out", tmp_path)
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -374,14 +378,14 @@ def test_attribution_targets_are_the_true_labels(finished):
     assert maps["targets"].tolist() == expected
 
 
-def test_ensemble_target_reuses_training_and_attributes_the_ensemble_prediction(finished):
+def test_ensemble_target_reuses_training_and_attributes_the_ensemble_prediction(finished, ensui):
     from pathlib import Path
 
     spec, home, _ = finished
     text = spec.read_text().replace("methods: [integrated_gradients, saliency]",
                                     "methods: [saliency], target: ensemble")
     other = write(spec.parent, text.replace("name: smoke", "name: smoke-ensemble"), "ensemble.yaml")
-    proc = _ensui(home, "headless", "--spec", other, "--json")
+    proc = ensui(home, "headless", "--spec", other, "--json")
     assert proc.returncode == 0, proc.stderr
     assert "epoch" not in proc.stderr and proc.stderr.count("cached") == 3 + 9 + 9
     conn = sqlite3.connect(home / "catalog.db")
@@ -403,18 +407,18 @@ def test_ensemble_target_reuses_training_and_attributes_the_ensemble_prediction(
             assert len(params["target_from"]) == 3
 
 
-def test_layer_cka_of_a_pair(finished, tmp_path):
+def test_layer_cka_of_a_pair(finished, tmp_path, ensui):
     _, home, _ = finished
-    proc = _ensui(home, "cka", "smoke", "mnas", "mnas", "--samples", "64", "--json")
+    proc = ensui(home, "cka", "smoke", "mnas", "mnas", "--samples", "64", "--json")
     assert proc.returncode == 0, proc.stderr
     same = json.loads(proc.stdout)
     assert same["rows"] == same["cols"] and same["rows"][-1] == "penultimate"
     np.testing.assert_allclose(np.diag(same["values"]), 1.0, atol=1e-9)  # a layer with itself
-    proc = _ensui(home, "cka", "smoke", "SqueezeNet", "deit_tiny_p16_224", "--set", "noise",
+    proc = ensui(home, "cka", "smoke", "SqueezeNet", "deit_tiny_p16_224", "--set", "noise",
                   "--samples", "64", "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "block4" in proc.stdout and "features.12" in proc.stdout
     assert (tmp_path / "layer-cka-noise-SqueezeNet-deit_tiny_p16_224.png").is_file()
-    proc = _ensui(home, "cka", "smoke", "mnas", "resnet")
+    proc = ensui(home, "cka", "smoke", "mnas", "resnet")
     assert proc.returncode == 2 and "'resnet' is not a member" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -14,13 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import write
 from ensui.catalog import Catalog
 from ensui.catalog_queue import MAX_ATTEMPTS
 from ensui.engine.plan import Job, make_plan
 from ensui.engine.runtime import slurm
-from ensui.engine.runtime.events import EventRecorder, Ingester, read_events, run_remote
+from ensui.engine.runtime.events import (EventRecorder, Ingester, job_threads, read_events,
+                                         run_remote)
 from ensui.engine.spec import load_spec
 from ensui.engine.train.supervised import EpochMetrics
 from ensui.errors import EnsuiError
@@ -99,12 +101,12 @@ def test_catalog_rows_are_what_the_events_say(finished):
                                       "FROM results WHERE job_key = ?", [key])
 
 
-def test_second_run_is_all_cached(finished):
+def test_second_run_is_all_cached(finished, cli):
     spec, home, _ = finished
     submitted = len(list((home / "slurm").glob("*_submitted.pkl")))
-    proc = _headless(home, spec)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.count(": cached") == 4 and "epoch" not in proc.stderr
+    code, _, err = cli("--home", home, "headless", "--spec", spec, "--json")
+    assert code == 0, err
+    assert err.count(": cached") == 4 and "epoch" not in err
     assert len(list((home / "slurm").glob("*_submitted.pkl"))) == submitted  # none submitted
 
 
@@ -123,6 +125,8 @@ def test_run_remote_never_opens_the_catalog(finished, tmp_path, monkeypatch):
         raise AssertionError("a job on a node opened SQLite")
 
     monkeypatch.setattr(sqlite3, "connect", no_sqlite)
+    threads = []  # what the job would take of this machine; this process keeps its own
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
     artifact = run_remote(str(node), spec.read_text(), str(spec), key, "evaluate", params,
                           member, model_id, {params["train_key"]: json.loads(train_params)})
     assert artifact == str(node / "outputs" / key)
@@ -135,6 +139,16 @@ def test_run_remote_never_opens_the_catalog(finished, tmp_path, monkeypatch):
     events, _ = read_events(node / "runs" / "broken" / "events.jsonl")
     assert events[-1]["type"] == "failed" and events[-1]["error"] == "KeyError: 'nonsense'"
     assert not (node / "catalog.db").exists()
+    assert threads == [max(1, os.cpu_count() // 16)] * 2  # 16: array_parallelism's default
+
+
+def test_a_job_takes_its_slurm_cpus_or_its_share_of_this_machine():
+    cores = os.cpu_count()
+    assert job_threads("slurm", 16, {"SLURM_CPUS_PER_TASK": "8"}) == 8
+    assert job_threads("local", 4, {"SLURM_CPUS_PER_TASK": "3"}) == 3
+    assert job_threads("local", 2, {}) == max(1, cores // 2)
+    assert job_threads("local", 1, {"SLURM_CPUS_PER_TASK": ""}) == cores
+    assert job_threads("slurm", 16, {}) is None  # a node without Slurm's variable: torch's
 
 
 # -- event files and their folding ------------------------------------------------------

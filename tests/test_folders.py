@@ -31,6 +31,9 @@ def folder_dataset(tmp_path):
     return root
 
 
+IN_PROCESS = ("--workers", "0")  # the folders are under test here, not the workers
+
+
 def test_folder_dataset_trains_and_evaluates(cli, tmp_path, folder_dataset):
     spec = write(tmp_path, textwrap.dedent(f"""\
         name: folders
@@ -39,7 +42,7 @@ def test_folder_dataset_trains_and_evaluates(cli, tmp_path, folder_dataset):
         validation: {{sets: [clean, pixelate], severities: [2], limit: 12}}
         members: [SqueezeNet]
         """))
-    code, out, err = cli("headless", "--spec", spec, "--json")
+    code, out, err = cli("headless", "--spec", spec, "--json", *IN_PROCESS)
     assert code == 0, err
     member = json.loads(out)["members"][0]
     assert member["status"] == "done"
@@ -63,7 +66,7 @@ def test_released_imagenet_c_is_read_not_generated(cli, tmp_path, folder_dataset
         validation: {{sets: [fog], severities: [1, 2], source: imagenet_c, path: {released}}}
         members: [SqueezeNet]
         """))
-    code, out, err = cli("headless", "--spec", spec, "--json")
+    code, out, err = cli("headless", "--spec", spec, "--json", *IN_PROCESS)
     assert code == 0, err
     assert json.loads(out)["members"][0]["accuracy"]["fog"] is not None
     assert not (tmp_path / "ensui-home" / "cache").exists()  # nothing generated
@@ -79,7 +82,7 @@ def test_missing_release_folder_fails_the_job_not_the_run(cli, tmp_path, folder_
         validation: {{sets: [clean, snow], severities: [1], source: imagenet_c, path: {released}}}
         members: [SqueezeNet]
         """))
-    code, out, err = cli("headless", "--spec", spec, "--json")
+    code, out, err = cli("headless", "--spec", spec, "--json", *IN_PROCESS)
     assert code == 1
     member = json.loads(out)["members"][0]
     assert member["accuracy"]["clean"] is not None and member["accuracy"]["snow"] is None

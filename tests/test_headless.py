@@ -100,7 +100,8 @@ def test_rerun_skips_everything_and_recomputes_a_damaged_artifact(finished, ensu
     maps = Path(maps_folder) / "maps.npy"
     before = np.load(maps)
     maps.write_bytes(maps.read_bytes()[:-40])
-    proc = ensui(home, "headless", "--spec", spec, "--json")
+    # in this process (no worker): what is cached, and what is not, is the point
+    proc = ensui(home, "headless", "--spec", spec, "--json", "--workers", "0")
     assert proc.returncode == 0, proc.stderr
     assert "epoch" not in proc.stderr  # nothing trained again
     # all but the two damaged jobs and the study they made stale
@@ -385,7 +386,7 @@ def test_ensemble_target_reuses_training_and_attributes_the_ensemble_prediction(
     text = spec.read_text().replace("methods: [integrated_gradients, saliency]",
                                     "methods: [saliency], target: ensemble")
     other = write(spec.parent, text.replace("name: smoke", "name: smoke-ensemble"), "ensemble.yaml")
-    proc = ensui(home, "headless", "--spec", other, "--json")
+    proc = ensui(home, "headless", "--spec", other, "--json", "--workers", "0")
     assert proc.returncode == 0, proc.stderr
     assert "epoch" not in proc.stderr and proc.stderr.count("cached") == 3 + 9 + 9
     conn = sqlite3.connect(home / "catalog.db")

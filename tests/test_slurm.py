@@ -148,7 +148,7 @@ def test_a_job_takes_its_slurm_cpus_or_its_share_of_this_machine():
     assert job_threads("local", 4, {"SLURM_CPUS_PER_TASK": "3"}) == 3
     assert job_threads("local", 2, {}) == max(1, cores // 2)
     assert job_threads("local", 1, {"SLURM_CPUS_PER_TASK": ""}) == cores
-    assert job_threads("slurm", 16, {}) is None  # a node without Slurm's variable: torch's
+    assert job_threads("slurm", 16, {}) is None  # no Slurm variable: torch chooses
 
 
 # -- event files and their folding ------------------------------------------------------

@@ -144,8 +144,8 @@ def run_remote(home_root: str, spec_text: str, spec_path: str, key: str, kind: s
 
 def job_threads(cluster: str, parallel: int, env) -> int | None:
     """Threads for one job's torch ops: the CPUs Slurm gave it, or this machine's share
-    when local jobs run side by side (with a core each wanted by every job, an epoch of
-    1 s took 20 s with two jobs on two cores). None: torch's own choice."""
+    when local jobs run side by side (each would take every core: with two jobs on two
+    cores, a 1 s epoch took 20 s). None: torch's own choice."""
     if env.get("SLURM_CPUS_PER_TASK", "").isdigit():
         return int(env["SLURM_CPUS_PER_TASK"])
     if cluster == "local":

@@ -159,6 +159,18 @@ def resilience_table(rows: list[dict], reference: str | None) -> Table:
     return table
 
 
+def sweep_display(rows: list[dict], set_key: str = "set") -> list[dict]:
+    """The sweep's rows as shown: the jointly trained ensembles', then each independently
+    trained team once with its sets together (the rows repeat it for every joint team
+    of its size)."""
+    separate: dict[str, dict] = {}
+    for r in rows:
+        if r["lam"] is None:
+            separate.setdefault(r["team"], {}).setdefault((r[set_key], r.get("consensus")), r)
+    return [r for r in rows if r["lam"] is not None] + [
+        r for sets in separate.values() for r in sets.values()]
+
+
 def sweep_table(rows: list[dict], improvement: str) -> Table:
     """The λ sweep: jointly trained ensembles, then independently trained teams of the
     same size, per set (rows of `report.sweep_summary`)."""
@@ -168,7 +180,7 @@ def sweep_table(rows: list[dict], improvement: str) -> Table:
         table.add_column(col, justify="left" if col in ("ensemble", "loss", "set") else "right",
                          no_wrap=True)
     previous = None
-    for r in rows:
+    for r in sweep_display(rows):
         name = r["team"] if r["team"] != previous else ""
         previous = r["team"]
         table.add_row(name, r["loss"] if name else "", r["set"], f"{100 * r['accuracy']:.1f}",

@@ -107,6 +107,15 @@ def test_sweep_rows_join_the_independent_teams_of_the_same_size_with_drops():
     assert summary[5]["gain"] == 0.01 and summary[0]["gncl_diversity"] == 0.1
     assert summary[4]["attribution_diversity"] is None
     assert render.sweep_table(summary, "vs_mean").row_count == 6
+    # a second joint team of the same size repeats the separate rows in the data, under
+    # its own group; the table shows each independently trained team once, sets together
+    other = [{**r, "group": "u", "team": r["team"].replace("t[", "u[")} for r in summary]
+    shown = render.sweep_display(summary + other)
+    assert [(r["team"], r["set"]) for r in shown] == [
+        ("t[0]", "clean"), ("t[0]", "noise"), ("t[1]", "clean"), ("t[1]", "noise"),
+        ("u[0]", "clean"), ("u[0]", "noise"), ("u[1]", "clean"), ("u[1]", "noise"),
+        ("A + B", "clean"), ("A + B", "noise")]
+    assert render.sweep_table(summary + other, "vs_mean").row_count == 10
 
 
 def test_catalog_keeps_the_sweep(tmp_path):

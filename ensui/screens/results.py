@@ -33,7 +33,7 @@ from textual.widgets import (
 )
 from textual.worker import Worker, WorkerState
 
-from ensui.render import SHARED_KINDS
+from ensui.render import SHARED_KINDS, sweep_display
 from ensui.screens.data import catalog_of
 from ensui.screens.drilldown import CorrelationScreen, PairScreen, correlation_points
 from ensui.screens.front import FrontPane
@@ -163,7 +163,7 @@ def sweep_rows(rows: list[dict], improvement: str) -> list[tuple[str, tuple]]:
               points(r.get(improvement), "{:+.1f}"), points(r["drop"], "{:.1f}"),
               *[_cell(r.get(m)) for m in ("label_disagreement", "attribution_diversity",
                                           "activation_diversity", "gncl_diversity")]))
-            for r in rows]
+            for r in sweep_display(rows, "val_set")]
 
 
 def write_csv(rows: list[dict], folder: Path, name: str) -> Path:

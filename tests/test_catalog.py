@@ -3,6 +3,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -113,6 +114,29 @@ def test_concurrent_first_use_creates_one_schema(home):
     assert all(out.strip() == "14" for out, _ in results)
     cat = Catalog(home / "catalog.db")
     assert cat.db.execute("SELECT count(*) FROM epochs").fetchone()[0] == 80
+
+
+def test_opening_retries_while_the_file_is_locked_and_only_then():
+    from ensui.catalog import when_unlocked
+
+    answers = [sqlite3.OperationalError("database is locked")] * 2 + [None]
+
+    def step():
+        answer = answers.pop(0)
+        if answer:
+            raise answer
+
+    when_unlocked(step)
+    assert answers == []  # two refusals, then done
+    def refuse(message):
+        raise sqlite3.OperationalError(message)
+
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        when_unlocked(lambda: refuse("no such table"))  # not a lock: at once
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        when_unlocked(lambda: refuse("database is locked"), timeout_s=0.2)
+    assert time.monotonic() - started < 5  # gives up after its timeout
 
 
 def test_catalog_cli(cli, home):

@@ -12,14 +12,15 @@ from torch import nn
 
 from ensui.engine import artifacts
 from ensui.engine.models.normalize import Normalized
-from ensui.engine.models.resnet import subnet_config
+from ensui.engine.models.resnet import resnet50_net, subnet_config
 from ensui.engine.nas.elastic_resnet import (
     build_supernet,
     extract,
     pre_logits,
     recalibrate_bn,
 )
-from ensui.engine.nas.search import SearchSpace, front_rows, run_search, supernet_cost
+from ensui.engine.nas.search import (SearchPoint, SearchResult, SearchSpace, front_rows,
+                                     pareto_front, run_search, supernet_cost)
 from ensui.engine.plan_supernet import stage_listing
 from ensui.engine.train import supernet as shrinking
 from ensui.engine.train.supervised import EpochMetrics
@@ -96,9 +97,7 @@ def nncf_job(p: dict, images, val, run_dir: Path, device: torch.device, on_epoch
     from ensui.engine.models.factory import load_weights
     from ensui.engine.models.pre_logits import torchvision_resnet_pre_logits
     from ensui.engine.models.registry import Scale
-    from ensui.engine.models.resnet import resnet50_net
     from ensui.engine.nas import nncf_backend
-    from ensui.engine.nas.search import SearchPoint, SearchResult, pareto_front
 
     train_loader = _loader(images, p["batch_size"], p["seed"])
     val_loader = _loader(val, p["batch_size"], None)

@@ -98,10 +98,8 @@ class JobWork:
         return str(weights)
 
     def _cached_probe(self, key: str, p: dict, model) -> Path:
-        images = self.workspace.knn_data()
-        if images is None:
-            raise RuntimeError("probe 'cached' needs the training images in memory (the "
-                               "embedded dataset); use training.dino.probe: augmented")
+        images = self._images_in_memory("probe 'cached'",
+                                        "; use training.dino.probe: augmented")
         return linear_probe.train_cached_probe(
             model.to(self.device), images[0], self.workspace.clean, p, self.home.runs / key,
             self.device, self._on_epoch(key, p), self.should_stop)
@@ -144,11 +142,16 @@ class JobWork:
             lambda e: on_epoch(nas_jobs.stage_metrics(e)), self.should_stop, init)
         return str(weights)
 
-    def _nncf_supernet(self, key: str, p: dict) -> Path:
+    def _images_in_memory(self, what: str, advice: str = ""):
+        """(train, val) image arrays, for recipes that cannot read folders."""
         images = self.workspace.knn_data()
         if images is None:
-            raise RuntimeError("backend 'nncf' needs the training images in memory (the "
-                               "embedded dataset)")
+            raise RuntimeError(f"{what} needs the training images in memory (the embedded "
+                               f"dataset){advice}")
+        return images
+
+    def _nncf_supernet(self, key: str, p: dict) -> Path:
+        images = self._images_in_memory("backend 'nncf'")
         init = self.spec.training.supernet.init_weights if p["init_weights"] else None
         weights, front = nas_jobs.nncf_job(p, images[0], images[1], self.home.runs / key,
                                            self.device, self._on_epoch(key, p), init)
